@@ -1,0 +1,288 @@
+"""Configuration: named profiles, one run, and a stable run id.
+
+A *profile* says where and how big: which teacher-student pairs, which tasks, model sizes for the
+tiny offline pairs, data budgets and optimiser settings. A *run* is one cell of a table: a profile
+plus a pair, a training task, a method and the method's knobs. `run_id(run)` hashes every field
+that changes a result, so an identical run is recognised (and skipped) in any process.
+
+    python -m adaswitch_lib.config            # print the profiles as a table
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+from adaswitch_lib.errors import ConfigError
+
+PAIRS = ("qwen", "llama", "qwen-small", "tiny-qwen", "tiny-llama")
+TASKS = ("gsm8k", "gsm_plus", "dialogsum", "synth_gsm", "synth_gsm_plus", "synth_summ")
+METHODS = ("sft", "seqkd", "off_policy", "on_policy", "imitkd", "skd", "adaswitch")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_reverse_kl")
+SKD_RULES = ("top_k", "top_p")
+PROFILES = ("smoke", "cpu", "colab", "paper")
+
+
+def _check_name(kind: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {kind} {value!r}; valid names: {', '.join(valid)}")
+
+
+def _check_range(name: str, value, low=None, high=None, low_open=False, high_open=False) -> None:
+    """Raise a one-line ConfigError naming the field and its allowed range."""
+    ok = True
+    if low is not None:
+        ok &= value > low if low_open else value >= low
+    if high is not None:
+        ok &= value < high if high_open else value <= high
+    if isinstance(value, float) and math.isnan(value):
+        ok = False
+    if not ok:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        brackets = ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + (")" if high_open or high is None else "]")
+        raise ConfigError(f"{name} = {value!r} is outside the allowed range {brackets}")
+
+
+def _unaffecting(default):
+    """A field that does not change a result (logging, paths): left out of the run id."""
+    return field(default=default, metadata={"affects_result": False})
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    """Size of a tiny Qwen2- or Llama-style model trained here from scratch."""
+    layers: int = 2
+    hidden: int = 128
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 512
+
+    def __post_init__(self):
+        for name in ("layers", "hidden", "heads", "kv_heads", "intermediate"):
+            _check_range(f"TinyShape.{name}", getattr(self, name), low=1)
+        if self.hidden % self.heads or self.heads % self.kv_heads:
+            raise ConfigError(f"TinyShape: hidden ({self.hidden}) must divide by heads ({self.heads}) "
+                              f"and heads by kv_heads ({self.kv_heads})")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Difficulty knobs of the offline twins (`synth_gsm`, `synth_gsm_plus`, `synth_summ`)."""
+    min_steps: int = 2            # arithmetic steps per word problem
+    max_steps: int = 4
+    max_operand: int = 9          # largest +/- operand; 9 avoids two-digit carries (learnable on CPU)
+    max_value: int = 99           # every intermediate value stays in [0, max_value]
+    operations: str = "+-*/"      # subset of "+-*/"; * by 2..4, / by 2..5 (exact only)
+    min_turns: int = 6            # dialogue turns in synth_summ (slot turns + small talk)
+    max_turns: int = 10
+    n_train_gsm: int = 7000       # split sizes follow the real tasks
+    n_val_gsm: int = 473
+    n_test_gsm: int = 1319
+    n_train_summ: int = 12460
+    n_val_summ: int = 500
+    n_test_summ: int = 500        # dialogues; each has 3 reference summaries, like DialogSum test
+
+    def __post_init__(self):
+        _check_range("SynthConfig.min_steps", self.min_steps, low=1)
+        _check_range("SynthConfig.max_steps", self.max_steps, low=self.min_steps)
+        _check_range("SynthConfig.max_operand", self.max_operand, low=1)
+        _check_range("SynthConfig.max_value", self.max_value, low=max(10, self.max_operand))
+        if not self.operations or set(self.operations) - set("+-*/") or "+" not in self.operations:
+            raise ConfigError(f"SynthConfig.operations = {self.operations!r}: use a subset of '+-*/' containing '+'")
+        _check_range("SynthConfig.min_turns", self.min_turns, low=4)
+        _check_range("SynthConfig.max_turns", self.max_turns, low=self.min_turns)
+        for name in ("n_train_gsm", "n_val_gsm", "n_test_gsm", "n_train_summ", "n_val_summ", "n_test_summ"):
+            _check_range(f"SynthConfig.{name}", getattr(self, name), low=1)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that is fixed for a whole reproduction: models, data, budgets (paper §3.3)."""
+    name: str = "paper"
+    pairs: tuple = ("qwen", "llama")                 # teacher -> student pairs of Table 1
+    train_tasks: tuple = ("dialogsum", "gsm8k")      # tasks the teacher and students are trained on
+    eval_tasks: tuple = ("dialogsum", "gsm8k", "gsm_plus")  # Table 1 columns; gsm_plus uses GSM students
+    instruct: bool = False                           # -Instruct checkpoints + chat template (Hub pairs)
+    # data
+    n_kd: int = 1000                  # KD examples sampled from train with a fixed seed (paper: ~1,000)
+    max_eval_examples: int = 0        # 0 = the whole test split
+    max_prompt_tokens_gsm: int = 128  # paper: input/output 128/512 for GSM
+    max_new_tokens_gsm: int = 512
+    max_prompt_tokens_summ: int = 1024  # paper: 1024/256 for summarisation
+    max_new_tokens_summ: int = 256
+    gsm_plus_critical_thinking: str = "exclude"  # rule for GSM-Plus rows without an answer, see data.py
+    # tiny offline pairs (ignored for Hub pairs)
+    teacher_shape: TinyShape = TinyShape(layers=4, hidden=256, heads=4, kv_heads=2, intermediate=1024)
+    student_shape: TinyShape = TinyShape(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=512)
+    tokenizer_vocab: int = 1024       # BPE vocabulary asked of `tokenizers` (the twins use fewer)
+    synth: SynthConfig = SynthConfig()
+    # teacher SFT (paper: lr 1e-5, warmup 0.1, dropout 0.1, 3 epochs, best validation loss)
+    teacher_lr: float = 1e-5
+    teacher_epochs: float = 3.0
+    teacher_steps: int = 0            # > 0 overrides epochs with a fixed number of optimiser steps
+    teacher_batch_size: int = 16
+    dropout: float = 0.1
+    # base student (tiny pairs only): a short warm start that writes task-shaped text
+    student_warmup_steps: int = 0
+    student_lr: float = 1e-5
+    # distillation (paper: 3 epochs, lr 1e-5, warmup 0.1)
+    kd_lr: float = 1e-5
+    kd_epochs: float = 3.0
+    kd_steps: int = 0                 # > 0 overrides epochs with a fixed number of optimiser steps
+    kd_batch_size: int = 8
+    warmup_ratio: float = 0.1
+    # sampling (paper §3.3): student T=0.5 top-p=0.5, teacher T=0.2 top-p=0.5
+    student_temperature: float = 0.5
+    student_top_p: float = 0.5
+    teacher_temperature: float = 0.2
+    teacher_top_p: float = 0.5
+    # precision and device
+    dtype: str = "auto"               # auto = bf16 on CUDA, fp32 on CPU; or float32 / bfloat16
+    eval_batch_size: int = 32
+    log_every: int = _unaffecting(10)  # one log line every N steps under papermill
+
+    def __post_init__(self):
+        _check_name("profile", self.name, PROFILES)
+        for pair in self.pairs:
+            _check_name("pair", pair, PAIRS)
+        for task in (*self.train_tasks, *self.eval_tasks):
+            _check_name("task", task, TASKS)
+        if self.gsm_plus_critical_thinking not in ("exclude", "no_number"):
+            raise ConfigError(f"gsm_plus_critical_thinking = {self.gsm_plus_critical_thinking!r}; "
+                              "valid values: exclude, no_number")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"dtype = {self.dtype!r}; valid values: auto, float32, bfloat16")
+        for name in ("n_kd", "max_prompt_tokens_gsm", "max_new_tokens_gsm", "max_prompt_tokens_summ",
+                     "max_new_tokens_summ", "tokenizer_vocab", "teacher_batch_size", "kd_batch_size",
+                     "eval_batch_size", "log_every"):
+            _check_range(name, getattr(self, name), low=1)
+        for name in ("max_eval_examples", "teacher_steps", "kd_steps", "student_warmup_steps"):
+            _check_range(name, getattr(self, name), low=0)
+        for name in ("teacher_lr", "kd_lr", "student_lr", "teacher_epochs", "kd_epochs"):
+            _check_range(name, getattr(self, name), low=0, low_open=True)
+        _check_range("dropout", self.dropout, low=0, high=1, high_open=True)
+        _check_range("warmup_ratio", self.warmup_ratio, low=0, high=1)
+        for name in ("student_temperature", "teacher_temperature"):
+            _check_range(name, getattr(self, name), low=0, low_open=True)
+        for name in ("student_top_p", "teacher_top_p"):
+            _check_range(name, getattr(self, name), low=0, high=1, low_open=True)
+
+    @property
+    def offline(self) -> bool:
+        """True when every pair is a tiny pair trained here (no Hub access needed)."""
+        return all(p.startswith("tiny-") for p in self.pairs)
+
+
+_TINY = dict(pairs=("tiny-qwen", "tiny-llama"), train_tasks=("synth_summ", "synth_gsm"),
+             eval_tasks=("synth_summ", "synth_gsm", "synth_gsm_plus"),
+             max_prompt_tokens_gsm=96, max_new_tokens_gsm=64,
+             max_prompt_tokens_summ=256, max_new_tokens_summ=48)
+
+_PROFILES = {
+    # seconds per run: tests and CI; models are tiny and barely trained
+    "smoke": dict(_TINY, name="smoke", n_kd=32, max_eval_examples=16,
+                  teacher_shape=TinyShape(2, 64, 4, 2, 128), student_shape=TinyShape(1, 32, 2, 1, 64),
+                  synth=SynthConfig(n_train_gsm=400, n_val_gsm=40, n_test_gsm=40,
+                                    n_train_summ=400, n_val_summ=40, n_test_summ=20),
+                  teacher_lr=3e-3, teacher_steps=30, teacher_batch_size=16, dropout=0.0,
+                  student_warmup_steps=5, student_lr=3e-3,
+                  kd_lr=1e-3, kd_steps=4, kd_batch_size=8, eval_batch_size=16, log_every=2),
+    # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network
+    "cpu": dict(_TINY, name="cpu", n_kd=1000, max_eval_examples=400,
+                teacher_lr=2e-3, teacher_steps=1500, teacher_batch_size=32, dropout=0.0,
+                student_warmup_steps=300, student_lr=2e-3,
+                kd_lr=5e-4, kd_steps=300, kd_batch_size=16, eval_batch_size=100),
+    # one 16-24 GB Colab GPU, an afternoon
+    "colab": dict(name="colab", pairs=("qwen-small",), instruct=True, n_kd=1000, max_eval_examples=500,
+                  kd_epochs=1.0, kd_batch_size=4),
+    # the paper's setting: one 80 GB GPU or more via `accelerate launch`
+    "paper": dict(name="paper"),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """A named profile, with optional field overrides (validated like any profile)."""
+    _check_name("profile", name, PROFILES)
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    for key in overrides:
+        if key not in fields:
+            raise ConfigError(f"unknown profile field {key!r}; valid fields: {', '.join(sorted(fields))}")
+    return Profile(**{**_PROFILES[name], **overrides})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One distillation run: a cell of Table 1 (or a point of a figure)."""
+    profile: Profile
+    pair: str = "tiny-qwen"
+    task: str = "synth_gsm"           # training task; GSM-Plus is evaluated with the GSM student
+    method: str = "adaswitch"
+    seed: int = 0
+    divergence: str = "forward_kl"    # D in the loss and in the switch rule (paper: KL)
+    jsd_beta: float = 0.5             # mixture weight for divergence="jsd" (TRL convention)
+    skew_alpha: float = 0.1           # for skew_kl / skew_reverse_kl (DistiLLM default)
+    loss_reduction: str = "sequence"  # "sequence": token mean per sequence, then batch mean (Eq. 2); "token"
+    adaswitch_k: float = 3.0          # switch when d_i > K * mean of the previous L divergences
+    adaswitch_window: int = 10        # L: window length, also the minimum exploration length
+    adaswitch_floor: float = 0.0      # optional absolute floor on the threshold; 0 = the paper's rule
+    skd_rule: str = "top_k"           # accept a student token inside the teacher's top-k or top-p set
+    skd_top_k: int = 25               # SKD paper default
+    skd_top_p: float = 0.5            # AdaSwitch's "K_skd = 0.5" read as a nucleus
+    imitkd_beta_start: float = 1.0    # ImitKD: probability of ground truth, decays linearly to 0
+    results_dir: str = _unaffecting("results")
+
+    def __post_init__(self):
+        if not isinstance(self.profile, Profile):
+            raise ConfigError("RunConfig.profile must be a Profile (use get_profile(name))")
+        _check_name("pair", self.pair, PAIRS)
+        _check_name("task", self.task, TASKS)
+        _check_name("method", self.method, METHODS)
+        _check_name("divergence", self.divergence, DIVERGENCES)
+        _check_name("skd_rule", self.skd_rule, SKD_RULES)
+        _check_name("loss_reduction", self.loss_reduction, ("sequence", "token"))
+        _check_range("seed", self.seed, low=0)
+        _check_range("jsd_beta", self.jsd_beta, low=0, high=1)
+        _check_range("skew_alpha", self.skew_alpha, low=0, high=1, high_open=True)
+        _check_range("adaswitch_k (K)", self.adaswitch_k, low=0, low_open=True)
+        _check_range("adaswitch_window (L)", self.adaswitch_window, low=1)
+        _check_range("adaswitch_floor", self.adaswitch_floor, low=0)
+        _check_range("skd_top_k", self.skd_top_k, low=1)
+        _check_range("skd_top_p", self.skd_top_p, low=0, high=1, low_open=True)
+        _check_range("imitkd_beta_start", self.imitkd_beta_start, low=0, high=1)
+
+
+def _result_fields(obj) -> dict:
+    """The fields of a (nested) config dataclass that change a result, as plain JSON values."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("affects_result", True) is False:
+            continue
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            value = _result_fields(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, float) and math.isinf(value):
+            value = "inf"  # JSON has no infinity; K = inf is a valid "never switch" setting
+        out[f.name] = value
+    return out
+
+
+def config_hash(obj, length: int = 12) -> str:
+    """Stable hex digest of a config dataclass: same fields, same hash, on any machine."""
+    blob = json.dumps(_result_fields(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def run_id(run: RunConfig) -> str:
+    """Readable and unique: `<pair>-<task>-<method>-s<seed>-<hash of every result-changing field>`."""
+    return f"{run.pair}-{run.task}-{run.method}-s{run.seed}-{config_hash(run)}"
+
+
+if __name__ == "__main__":
+    import pandas as pd
+    rows = {name: _result_fields(get_profile(name)) for name in PROFILES}
+    print(pd.DataFrame(rows).to_string())

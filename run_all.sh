@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# adaswitch-kit: set up the environment if needed, then run the main job or the tests.
+#
+#   ./run_all.sh                      # main job on the default `cpu` profile (no GPU, no network)
+#   ./run_all.sh --profile smoke      # the same pipeline in seconds per step
+#   ./run_all.sh --test               # the test suite (extra arguments go to pytest)
+#
+# When no environment with the kit is active, a .venv is created here and the kit installed into it
+# (torch==2.13.0 first if torch is missing; an existing torch, as on Colab, is kept).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+usage() {
+  cat <<'USAGE'
+usage: ./run_all.sh [--profile NAME] [--test [PYTEST ARGS...]] [--help]
+
+  --profile NAME   smoke | cpu (default) | colab | paper  (see README: Profiles)
+  --test           run the test suite instead of the main job; later arguments go to pytest
+                   (e.g. ./run_all.sh --test -m slow)
+  --help           this text
+USAGE
+}
+
+profile=cpu
+mode=run
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) [ $# -ge 2 ] || { echo "run_all.sh: --profile needs a name: smoke, cpu, colab, paper" >&2; exit 2; }
+               profile="$2"; shift 2 ;;
+    --profile=*) profile="${1#*=}"; shift ;;
+    --test) mode=test; shift; extra=("$@"); break ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_all.sh: unknown option '$1'; try ./run_all.sh --help" >&2; exit 2 ;;
+  esac
+done
+
+stamp() { cat pyproject.toml | sha256sum | cut -c1-16; }
+
+setup_env() {
+  # An active virtualenv or conda env that already has the kit: use it as it is.
+  if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && python -c "import adaswitch_lib, papermill, pytest" 2>/dev/null; then
+    PY=python; return
+  fi
+  PY=.venv/bin/python
+  if [ -x "$PY" ] && [ "$(cat .venv/.kit-installed 2>/dev/null)" = "$(stamp)" ]; then return; fi
+  command -v python3 >/dev/null || { echo "run_all.sh: python3 (3.10 or newer) is required" >&2; exit 2; }
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "run_all.sh: Python 3.10 or newer is required" >&2; exit 2; }
+  local start=$SECONDS log=.venv/install.log
+  if [ ! -x "$PY" ]; then
+    echo "==> creating .venv"
+    # Keep a torch the system already has (a CUDA build on Colab, say) instead of downloading another.
+    if python3 -c "import torch" 2>/dev/null; then python3 -m venv --system-site-packages .venv; else python3 -m venv .venv; fi
+  fi
+  echo "==> installing the kit into .venv (log: $log)"
+  {
+    "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install torch==2.13.0
+    "$PY" -m pip install -e ".[notebooks,dev]"
+  } >"$log" 2>&1 || { tail -n 20 "$log" >&2; echo "run_all.sh: installation failed; see $log" >&2; exit 1; }
+  stamp > .venv/.kit-installed
+  echo "==> environment ready in $((SECONDS - start)) s"
+}
+
+setup_env
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+if [ "$mode" = test ]; then
+  exec "$PY" -m pytest "${extra[@]}"
+fi
+exec "$PY" -m adaswitch_lib.pipeline --profile "$profile"

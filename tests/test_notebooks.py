@@ -1,0 +1,32 @@
+"""Notebooks: committed without outputs, with a tagged parameters cell, and runnable by papermill."""
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no .ipynb"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_and_parameterised(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    stored = [i for i, c in enumerate(code) if c.get("outputs") or c.get("execution_count")]
+    assert not stored, f"{path.name}: code cells {stored} have stored outputs; clear them before committing"
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3" and "language_info" in nb["metadata"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_under_papermill(path, tmp_path):
+    import papermill as pm
+    out = tmp_path / path.name
+    pm.execute_notebook(str(path), str(out), parameters={"profile": "smoke"}, kernel_name="python3",
+                        cwd=str(path.parent), progress_bar=False, request_save_on_cell_execute=False)
+    executed = json.loads(out.read_text())
+    assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")

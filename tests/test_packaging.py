@@ -1,0 +1,40 @@
+"""The two ways in stay in step: pyproject's dependencies, environment.yml, run_all.sh and CI."""
+import re
+import subprocess
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_installs_the_kit_with_both_extras():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"] and "python=3.11" in env["dependencies"]
+    pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+    assert "-e .[notebooks,dev]" in pip
+
+
+def test_pyproject_packages_only_the_library_and_never_pins_torch():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["adaswitch_lib*"]
+    torch_req = next(d for d in project["project"]["dependencies"] if d.startswith("torch"))
+    assert "==" not in torch_req
+    assert {"notebooks", "dev"} <= set(project["project"]["optional-dependencies"])
+
+
+def test_ci_calls_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "./run_all.sh --test" in readme and "./run_all.sh --test" in ci
+
+
+def test_run_all_help_and_bad_option():
+    help_text = subprocess.run(["bash", ROOT / "run_all.sh", "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0 and "--profile NAME" in help_text.stdout
+    bad = subprocess.run(["bash", ROOT / "run_all.sh", "--fast"], capture_output=True, text=True)
+    assert bad.returncode == 2 and re.search(r"unknown option '--fast'.*--help", bad.stderr)
