@@ -44,7 +44,7 @@ def step_data(profile: Profile) -> None:
         sizes = {split: len(load_profile_task(profile, task, split)) for split in splits}
         rows.append(dict(task=task, source=TASK_INFO[task].hub_id or "synthetic", **sizes,
                          seconds=round(time.perf_counter() - start, 2)))
-    print(pd.DataFrame(rows).convert_dtypes().to_string(index=False, na_rep="-"))
+    print(pd.DataFrame(rows).convert_dtypes().astype(str).replace("<NA>", "-").to_string(index=False))
 
 
 STEPS = {"data": step_data}

@@ -6,7 +6,10 @@ import torch
 
 torch.set_num_threads(2)
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+import os
+
+# The shared folder beside the checkout; ADASWITCH_SHARED_DATA points elsewhere (e.g. from a clone in /tmp).
+SHARED_DATA = Path(os.environ.get("ADASWITCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
