@@ -1,0 +1,174 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from adaswitch_lib.errors import ConfigError
+from adaswitch_lib.sampler import SamplerConfig, left_pad, sample_targets
+
+VOCAB, EOS = 48, 3
+
+
+def tiny(kind="qwen", layers=1, hidden=32, vocab=VOCAB, seed=0, context=128):
+    torch.manual_seed(seed)
+    Config, Model = (Qwen2Config, Qwen2ForCausalLM) if kind == "qwen" else (LlamaConfig, LlamaForCausalLM)
+    config = Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                    num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=context)
+    model = Model(config)
+    with torch.no_grad():  # sharper random distributions, so that divergences vary along a sequence
+        model.lm_head.weight.mul_(8.0 if kind == "qwen" else 4.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["qwen", "llama"])
+def pair(request):
+    return tiny(request.param, layers=1, hidden=32, seed=1), tiny(request.param, layers=2, hidden=64, seed=2)
+
+
+def prompts(batch=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 9, (batch,), generator=g).tolist()  # mixed lengths: left padding
+    return left_pad([torch.randint(4, VOCAB, (n,), generator=g).tolist() for n in lengths])
+
+
+def run(method, pair, cfg, seed=0, batch=8, **kw):
+    ids, mask = prompts(batch, seed)
+    student, teacher = pair
+    return sample_targets(method, student, teacher, ids, mask, cfg, torch.Generator().manual_seed(seed), **kw)
+
+
+SETTINGS = [  # (K, L, draft_chunk): switch early, late and never
+    (1.05, 2, 4), (1.05, 2, 1), (1.5, 4, 16), (2.5, 6, 5), (math.inf, 3, 8)]
+
+
+@pytest.mark.parametrize("k, window, chunk", SETTINGS)
+@pytest.mark.parametrize("greedy", [True, False])
+def test_fast_adaswitch_equals_token_by_token_reference(pair, k, window, chunk, greedy):
+    temps = dict(student_temperature=0.0, teacher_temperature=0.0) if greedy else \
+        dict(student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
+    cfg = SamplerConfig(max_new_tokens=40, adaswitch_k=k, adaswitch_window=window, draft_chunk=chunk,
+                        eos_token_id=EOS, **temps)
+    for seed in range(3):
+        fast, ref = run("adaswitch", pair, cfg, seed), run("adaswitch_reference", pair, cfg, seed)
+        assert torch.equal(fast.sequences, ref.sequences)
+        assert torch.equal(fast.response_mask, ref.response_mask)
+        assert torch.equal(fast.stats["switch_index"], ref.stats["switch_index"])
+        assert torch.allclose(fast.stats["d_at_switch"], ref.stats["d_at_switch"], rtol=1e-4, equal_nan=True)
+        switched = fast.stats["switched"]
+        assert (fast.stats["switch_index"][switched] > window).all()
+        assert (fast.stats["switch_index"][switched] <= fast.stats["response_length"][switched]).all()
+        if k == math.inf:
+            assert not switched.any()
+
+
+def test_the_settings_cover_early_late_and_no_switches(pair):
+    cfg = SamplerConfig(max_new_tokens=40, student_temperature=1.0, student_top_p=1.0, eos_token_id=None)
+    early = run("adaswitch", pair, dataclasses.replace(cfg, adaswitch_k=1.05, adaswitch_window=2), batch=16)
+    late = run("adaswitch", pair, dataclasses.replace(cfg, adaswitch_k=1.5, adaswitch_window=4), batch=16)
+    assert early.stats["switched"].float().mean() > 0.8 and early.stats["switch_index"].float().median() <= 8
+    assert late.stats["switched"].any() and late.stats["switch_index"][late.stats["switched"]].float().mean() > 10
+
+
+def test_switch_statistics_agree_in_distribution(pair):
+    """Independent draws: fast and reference switch rates and positions agree within sampling error."""
+    cfg = SamplerConfig(max_new_tokens=30, student_temperature=1.0, student_top_p=1.0, adaswitch_k=1.6,
+                        adaswitch_window=4, eos_token_id=EOS)
+    fast = [run("adaswitch", pair, cfg, seed=s, batch=64) for s in range(0, 4)]
+    ref = [run("adaswitch_reference", pair, cfg, seed=s, batch=64) for s in range(10, 14)]
+    rate = lambda ts: torch.cat([t.stats["switched"] for t in ts]).float()
+    a, b = rate(fast), rate(ref)
+    p = (a.mean() + b.mean()) / 2
+    assert 0.05 < p < 0.95
+    assert abs(a.mean() - b.mean()) < 4 * math.sqrt(p * (1 - p) * 2 / len(a))
+
+
+def test_infinite_k_is_plain_student_sampling(pair):
+    cfg = SamplerConfig(max_new_tokens=30, student_temperature=1.0, student_top_p=0.9, adaswitch_k=math.inf, eos_token_id=EOS)
+    assert torch.equal(run("adaswitch", pair, cfg).sequences, run("student", pair, cfg).sequences)
+
+
+def test_skd_limits(pair):
+    cfg = SamplerConfig(max_new_tokens=30, student_temperature=1.0, student_top_p=1.0, eos_token_id=EOS)
+    everything = run("skd", pair, dataclasses.replace(cfg, skd_top_k=VOCAB))
+    assert torch.equal(everything.sequences, run("student", pair, cfg).sequences)
+    assert everything.stats["replaced_tokens"].sum() == 0
+    # top-1 acceptance and a greedy teacher: every token is the teacher's choice
+    strict = dataclasses.replace(cfg, skd_top_k=1, teacher_temperature=0.0)
+    skd = run("skd", pair, strict)
+    assert torch.equal(skd.sequences, run("teacher", pair, strict).sequences)
+    assert skd.stats["replaced_tokens"].sum() > 0
+    assert (skd.stats["replaced_rate"] <= 1).all()
+    # the nucleus rule accepts a subset of what it would with p = 1
+    nucleus = run("skd", pair, dataclasses.replace(cfg, skd_rule="top_p", skd_top_p=0.3))
+    assert nucleus.stats["replaced_tokens"].sum() > 0
+
+
+def test_eos_before_any_switch_is_never_switched(pair):
+    cfg = SamplerConfig(max_new_tokens=30, student_temperature=0.0, teacher_temperature=0.0, adaswitch_k=1.01,
+                        adaswitch_window=4)
+    free = run("adaswitch", pair, cfg)
+    eos = int(free.responses[0, 2])  # row 0's third token becomes EOS: it ends at i = 3 <= L
+    for method in ("adaswitch", "adaswitch_reference"):
+        t = run(method, pair, dataclasses.replace(cfg, eos_token_id=eos))
+        first_eos = int((t.responses[0] == eos).nonzero()[0])
+        assert first_eos <= 2 and not t.stats["switched"][0]
+        assert t.stats["response_length"][0] == first_eos + 1 and t.response_mask[0, first_eos + 1:].sum() == 0
+        assert (t.responses[0, first_eos + 1:] == cfg.pad_token_id).all()
+
+
+def test_left_padded_batch_equals_one_prompt_at_a_time(pair):
+    cfg = SamplerConfig(max_new_tokens=24, student_temperature=0.0, teacher_temperature=0.0, adaswitch_k=1.3,
+                        adaswitch_window=3, eos_token_id=EOS)
+    ids, mask = prompts(6, seed=5)
+    student, teacher = pair
+    for method in ("student", "skd", "adaswitch"):
+        batch = sample_targets(method, student, teacher, ids, mask, cfg)
+        for row in range(6):
+            keep = mask[row].bool()
+            alone = sample_targets(method, student, teacher, ids[row:row + 1, keep], mask[row:row + 1, keep], cfg)
+            n = int(alone.stats["response_length"][0])
+            assert torch.equal(alone.responses[0, :n], batch.responses[row, :n]), (method, row)
+            assert int(batch.stats["response_length"][row]) == n
+
+
+def test_kept_teacher_logits_match_a_teacher_forced_pass(pair):
+    student, teacher = pair
+    cfg = SamplerConfig(max_new_tokens=20, student_temperature=1.0, adaswitch_k=1.3, adaswitch_window=3,
+                        eos_token_id=EOS, keep_teacher_logits=True)
+    for method in ("adaswitch", "skd"):
+        t = run(method, pair, cfg)
+        positions = (t.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = teacher(input_ids=t.sequences, attention_mask=t.attention_mask, position_ids=positions).logits
+        forced = logits[:, t.prompt_length - 1:-1]
+        m = t.response_mask.bool()
+        assert torch.allclose(t.teacher_logits[m], forced[m], atol=1e-4)
+
+
+def test_padded_vocabulary_is_sliced_and_a_real_mismatch_is_an_error():
+    student, teacher = tiny(vocab=VOCAB), tiny(layers=2, vocab=VOCAB + 16)
+    ids, mask = prompts(4)
+    with pytest.raises(ConfigError, match=r"teacher vocabulary \(64\) and student vocabulary \(48\) differ"):
+        sample_targets("adaswitch", student, teacher, ids, mask, SamplerConfig(max_new_tokens=8))
+    t = sample_targets("adaswitch", student, teacher, ids, mask, SamplerConfig(max_new_tokens=8, vocab_size=VOCAB))
+    assert t.responses.max() < VOCAB
+    with pytest.raises(ConfigError, match="cannot both hold"):
+        sample_targets("skd", student, teacher, ids, mask, SamplerConfig(max_new_tokens=8, vocab_size=VOCAB + 16))
+
+
+def test_bad_input_errors(pair):
+    student, teacher = pair
+    ids, mask = prompts(3)
+    with pytest.raises(ConfigError, match=r"adaswitch_window \(L\) = 0 is outside the allowed range \[1, inf\)"):
+        SamplerConfig(adaswitch_window=0)
+    with pytest.raises(ConfigError, match=r"adaswitch_k \(K\) = 0"):
+        SamplerConfig(adaswitch_k=0)
+    empty = mask.clone()
+    empty[1] = 0
+    with pytest.raises(ConfigError, match=r"prompt rows \[1\] are empty"):
+        sample_targets("adaswitch", student, teacher, ids, empty, SamplerConfig(max_new_tokens=4))
+    with pytest.raises(ConfigError, match="exceeds the model's context of 128 tokens"):
+        sample_targets("adaswitch", student, teacher, ids, mask, SamplerConfig(max_new_tokens=125))
+    with pytest.raises(ConfigError, match="unknown sampler method 'gkd'"):
+        sample_targets("gkd", student, teacher, ids, mask)
