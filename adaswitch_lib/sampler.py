@@ -110,12 +110,13 @@ def sample_from_logits(logits: torch.Tensor, temperature: float, top_p: float, u
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    if top_p < 1:  # keep the smallest prefix whose mass reaches top_p (at least one token)
-        sorted_probs = sorted_probs * ((sorted_probs.cumsum(-1) - sorted_probs) < top_p)
-    cdf = sorted_probs.cumsum(-1)
+    order = None
+    if top_p < 1:  # keep the smallest prefix (by probability) whose mass reaches top_p, at least one token
+        probs, order = probs.sort(dim=-1, descending=True)
+        probs = probs * ((probs.cumsum(-1) - probs) < top_p)
+    cdf = probs.cumsum(-1)
     index = torch.searchsorted(cdf, (uniform.to(cdf) * cdf[:, -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
-    return order.gather(-1, index).squeeze(-1)
+    return (index if order is None else order.gather(-1, index)).squeeze(-1)
 
 
 def _in_acceptance_set(teacher_logits, tokens, cfg: SamplerConfig) -> torch.Tensor:
@@ -134,8 +135,11 @@ class _Decoder:
     """One model's KV cache over a left-padded batch; position ids come from the attention mask
     (a hand-written loop must supply them, `generate` would derive them itself)."""
 
-    def __init__(self, model, ids, mask, vocab: int):
-        self.model, self.vocab, self.cache, self.mask = model, vocab, DynamicCache(), mask
+    def __init__(self, model, ids, mask, vocab: int, max_new_tokens: int):
+        self.model, self.vocab, self.cache = model, vocab, DynamicCache()
+        # one mask for prompt + every possible new token, sliced per step (no concatenation per token)
+        self.full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], max_new_tokens)], dim=1)
+        self.width = mask.shape[1]
         self.next_position = mask.sum(-1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=self.cache,
@@ -145,9 +149,9 @@ class _Decoder:
     def feed(self, tokens: torch.Tensor, all_logits: bool = False) -> torch.Tensor:
         """Append tokens [B, k]; return their logits [B, k, V] (only the last unless all_logits)."""
         k = tokens.shape[1]
-        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], k)], dim=1)
+        self.width += k
         positions = self.next_position[:, None] + torch.arange(k, device=tokens.device)
-        out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
+        out = self.model(input_ids=tokens, attention_mask=self.full_mask[:, : self.width], position_ids=positions,
                          past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1)
         self.next_position = self.next_position + k
         logits = out.logits[..., : self.vocab]
@@ -158,7 +162,7 @@ class _Decoder:
         """Forget the last k fed tokens (next_logits is stale until the next feed)."""
         if k:
             self.cache.crop(-k)
-            self.mask, self.next_position = self.mask[:, :-k], self.next_position - k
+            self.width, self.next_position = self.width - k, self.next_position - k
 
 
 class _Rollout:
@@ -240,7 +244,7 @@ def _d(cfg: SamplerConfig, student_logits, teacher_logits) -> torch.Tensor:
 def _single(model, ids, mask, cfg, vocab, noise, teacher: bool) -> _Rollout:
     """Plain sampling from one model (student: on-policy; teacher: SeqKD)."""
     temperature, top_p = (cfg.teacher_temperature, cfg.teacher_top_p) if teacher else (cfg.student_temperature, cfg.student_top_p)
-    dec, out = _Decoder(model, ids, mask, vocab), _Rollout(ids.shape[0], cfg, ids.device, None)
+    dec, out = _Decoder(model, ids, mask, vocab, cfg.max_new_tokens), _Rollout(ids.shape[0], cfg, ids.device, None)
     for j in range(cfg.max_new_tokens):
         y = out.append(sample_from_logits(dec.next_logits, temperature, top_p, noise[int(teacher), :, j]), j)
         if out.finished.all() or j + 1 == cfg.max_new_tokens:
@@ -252,7 +256,7 @@ def _single(model, ids, mask, cfg, vocab, noise, teacher: bool) -> _Rollout:
 def _skd(student, teacher, ids, mask, cfg, vocab, noise, keep) -> _Rollout:
     """Both models step together; a student token outside the teacher's set is replaced by a teacher
     sample. Every position is checked (drafting ahead rarely pays: rejections are frequent)."""
-    S, T = _Decoder(student, ids, mask, vocab), _Decoder(teacher, ids, mask, vocab)
+    S, T = _Decoder(student, ids, mask, vocab, cfg.max_new_tokens), _Decoder(teacher, ids, mask, vocab, cfg.max_new_tokens)
     out = _Rollout(ids.shape[0], cfg, ids.device, vocab if keep else None)
     for j in range(cfg.max_new_tokens):
         y_s = sample_from_logits(S.next_logits, cfg.student_temperature, cfg.student_top_p, noise[0, :, j])
@@ -268,7 +272,7 @@ def _skd(student, teacher, ids, mask, cfg, vocab, noise, keep) -> _Rollout:
 
 def _adaswitch_reference(student, teacher, ids, mask, cfg, vocab, noise, keep) -> _Rollout:
     """Algorithm 1 as it reads: two KV caches, one token at a time."""
-    S, T = _Decoder(student, ids, mask, vocab), _Decoder(teacher, ids, mask, vocab)
+    S, T = _Decoder(student, ids, mask, vocab, cfg.max_new_tokens), _Decoder(teacher, ids, mask, vocab, cfg.max_new_tokens)
     out = _Rollout(ids.shape[0], cfg, ids.device, vocab if keep else None)
     for j in range(cfg.max_new_tokens):
         student_rows = (out.switch_at < 0) & ~out.finished
@@ -287,7 +291,7 @@ def _adaswitch_reference(student, teacher, ids, mask, cfg, vocab, noise, keep) -
 
 def _adaswitch(student, teacher, ids, mask, cfg, vocab, noise, keep) -> _Rollout:
     """Algorithm 1, fast: draft a chunk -> verify it in one teacher pass -> hand over at the switch."""
-    S, T = _Decoder(student, ids, mask, vocab), _Decoder(teacher, ids, mask, vocab)
+    S, T = _Decoder(student, ids, mask, vocab, cfg.max_new_tokens), _Decoder(teacher, ids, mask, vocab, cfg.max_new_tokens)
     out = _Rollout(ids.shape[0], cfg, ids.device, vocab if keep else None)
     n, j = cfg.max_new_tokens, 0
     while j < n and not out.finished.all():
