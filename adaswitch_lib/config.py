@@ -141,6 +141,7 @@ class Profile:
     teacher_top_p: float = 0.5
     # precision and device
     dtype: str = "auto"               # auto = bf16 on CUDA, fp32 on CPU; or float32 / bfloat16
+    train_bf16: bool = False          # bf16 autocast for SFT (~1.6x faster on AVX512-BF16 CPUs)
     eval_batch_size: int = 32
     log_every: int = _unaffecting(10)  # one log line every N steps under papermill
 
@@ -191,8 +192,8 @@ _PROFILES = {
                   student_warmup_steps=5, student_lr=3e-3,
                   kd_lr=1e-3, kd_steps=4, kd_batch_size=8, eval_batch_size=16, log_every=2),
     # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network
-    "cpu": dict(_TINY, name="cpu", n_kd=1000, max_eval_examples=400,
-                teacher_lr=2e-3, teacher_steps=1500, teacher_batch_size=32, dropout=0.0,
+    "cpu": dict(_TINY, name="cpu", n_kd=1000, max_eval_examples=400, train_bf16=True,
+                teacher_lr=2e-3, teacher_steps=700, teacher_batch_size=32, dropout=0.0,
                 student_warmup_steps=300, student_lr=2e-3,
                 kd_lr=5e-4, kd_steps=300, kd_batch_size=16, eval_batch_size=100),
     # one 16-24 GB Colab GPU, an afternoon

@@ -47,7 +47,25 @@ def step_data(profile: Profile) -> None:
     print(pd.DataFrame(rows).convert_dtypes().astype(str).replace("<NA>", "-").to_string(index=False))
 
 
-STEPS = {"data": step_data}
+def step_models(profile: Profile) -> None:
+    """Prepare (or find) the teacher and base student of every pair for every training task, and
+    print their test metrics (accuracy x 100 for GSM tasks, ROUGE-L for summarisation)."""
+    import json
+    import pandas as pd
+    from adaswitch_lib.train import prepare_pair
+    rows = []
+    for pair in profile.pairs:
+        for task in profile.train_tasks:
+            folder = prepare_pair(profile, pair, task)
+            report = json.loads((folder / "metrics.json").read_text())
+            rows.append(dict(pair=pair, task=task, teacher=round(report["teacher_score"], 2),
+                             base_student=round(report["student_score"], 2),
+                             teacher_sft_s=round(report["teacher_sft"]["seconds"]),
+                             student_warm_start_s=round(report.get("student_warm_start", {}).get("seconds", 0))))
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+STEPS = {"data": step_data, "models": step_models}
 
 
 def main(argv=None) -> int:

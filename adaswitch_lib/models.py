@@ -1,0 +1,149 @@
+"""Teacher-student pairs: Hub checkpoints for the paper and Colab, tiny Qwen2/Llama pairs for CPU.
+
+Tiny pairs use a byte-level BPE tokenizer trained with `tokenizers` on the task's text and are
+saved with `save_pretrained`, so tiny and Hub models load through the same `AutoTokenizer` /
+`AutoModelForCausalLM` path from a folder.
+
+    python -m adaswitch_lib.models qwen       # print the Hub ids of a pair
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from adaswitch_lib.config import PAIRS, TinyShape, _check_name
+from adaswitch_lib.errors import DataUnavailableError, hub_unreachable
+
+# teacher, student. The paper prints "Llama-3.1-3B/1B"; the public 1B/3B Llama models are 3.2.
+HUB_PAIRS = {
+    "qwen": ("Qwen/Qwen2.5-3B", "Qwen/Qwen2.5-0.5B"),
+    "llama": ("meta-llama/Llama-3.2-3B", "meta-llama/Llama-3.2-1B"),
+    "qwen-small": ("Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-0.5B"),
+}
+SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>"]
+
+
+def hub_ids(pair: str, instruct: bool = False) -> tuple[str, str]:
+    """(teacher id, student id) of a Hub pair; `instruct` picks the -Instruct checkpoints."""
+    _check_name("pair", pair, PAIRS)
+    if pair not in HUB_PAIRS:
+        raise ValueError(f"{pair} is a tiny pair trained here; it has no Hub ids")
+    return tuple(f"{name}-Instruct" if instruct else name for name in HUB_PAIRS[pair])
+
+
+def device_and_dtype(dtype: str = "auto", device: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """bf16 on CUDA and fp32 on CPU unless asked otherwise; the device from the caller or automatic."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype == "auto":
+        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, getattr(torch, dtype)
+
+
+def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None, revision: str | None = None):
+    """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode."""
+    from transformers import AutoModelForCausalLM
+    device, torch_dtype = device_and_dtype(dtype, device)
+    _require_reachable(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, revision=revision)
+    except OSError as error:
+        raise DataUnavailableError(f"cannot load model {name_or_path}: {str(error).splitlines()[0][:160]}") from None
+    return model.to(device).eval()
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+    _require_reachable(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    if tokenizer.pad_token is None:  # base Qwen/Llama tokenizers: pad with EOS, masked by attention
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _require_reachable(name_or_path: str) -> None:
+    if not Path(name_or_path).exists() and hub_unreachable():
+        raise DataUnavailableError(f"cannot load {name_or_path}: the Hugging Face Hub is unreachable; use a tiny "
+                                   f"pair (profiles smoke/cpu), a local model folder, or HF_HUB_OFFLINE=1 with a cached copy")
+
+
+# ---------------------------------------------------------------------------- tiny offline pairs
+def _split_pattern() -> str:
+    """Qwen2's pre-tokenizer pattern (one digit per pre-token, so numbers stay readable to a tiny
+    model). transformers loads any folder whose config says qwen2 as Qwen2Tokenizer, which installs
+    this splitting over the saved one; training with the same splitting keeps ids identical."""
+    try:
+        from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+        return PRETOKENIZE_REGEX
+    except ImportError:
+        return (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def train_tokenizer(texts, vocab_size: int = 1024):
+    """Byte-level BPE trained with `tokenizers`, wrapped in PreTrainedTokenizerFast with pad/bos/eos."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_split_pattern()), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+
+
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    """save_pretrained, and record the class so that a qwen2/llama config cannot swap in its own
+    pre-tokenizer on load (transformers picks the tokenizer class from the model config)."""
+    tokenizer.save_pretrained(folder)
+    config_file = Path(folder) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_file.write_text(json.dumps(config, indent=2))
+
+
+def tiny_model(kind: str, shape: TinyShape, tokenizer, dropout: float = 0.0, context: int = 512, seed: int = 0):
+    """A randomly initialised Qwen2- or Llama-style causal LM for the tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    Config, Model = {"tiny-qwen": (Qwen2Config, Qwen2ForCausalLM), "tiny-llama": (LlamaConfig, LlamaForCausalLM)}[kind]
+    config = Config(vocab_size=len(tokenizer), hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                    num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
+                    intermediate_size=shape.intermediate, max_position_embeddings=context,
+                    attention_dropout=dropout, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    return Model(config)
+
+
+def save_atomic(folder: Path, write) -> Path:
+    """Run `write(tmp_folder)`, then rename tmp -> folder: a half-written folder is never at `folder`."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        write(tmp)
+        (tmp / "COMPLETE").write_text("ok\n")  # the marker a loader checks
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def is_complete(folder: Path) -> bool:
+    return (Path(folder) / "COMPLETE").is_file()
+
+
+if __name__ == "__main__":
+    print(hub_ids(sys.argv[1] if len(sys.argv) > 1 else "qwen"))

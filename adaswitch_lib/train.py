@@ -1,0 +1,202 @@
+"""Supervised fine-tuning (teacher SFT, the tiny base student's warm start) and the prepare step
+that builds and caches a profile's teacher-student pair for a task.
+
+    python -m adaswitch_lib.train --profile smoke --pair tiny-qwen --task synth_gsm
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from adaswitch_lib import models
+from adaswitch_lib.config import Profile, get_profile
+from adaswitch_lib.data import format_completion, format_prompt, task_kind
+from adaswitch_lib.evaluate import evaluate, tokenize_prompts
+
+CACHE_ROOT = Path(".cache") / "models"
+
+
+def limits(profile: Profile, task: str) -> tuple[int, int]:
+    """(max prompt tokens, max new tokens) for the task's kind."""
+    if task_kind(task) == "gsm":
+        return profile.max_prompt_tokens_gsm, profile.max_new_tokens_gsm
+    return profile.max_prompt_tokens_summ, profile.max_new_tokens_summ
+
+
+def tokenize_pairs(tokenizer, examples, max_prompt_tokens: int, max_new_tokens: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids + EOS) per example."""
+    prompts = tokenize_prompts(tokenizer, examples, max_prompt_tokens)
+    out = []
+    for prompt, example in zip(prompts, examples):
+        response = tokenizer(format_completion(example), add_special_tokens=False)["input_ids"][: max_new_tokens - 1]
+        out.append((prompt, response + [tokenizer.eos_token_id]))
+    return out
+
+
+def collate(pairs, pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask and labels (-100 on prompt and padding)."""
+    width = max(len(p) + len(r) for p, r in pairs)
+    ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for row, (prompt, response) in enumerate(pairs):
+        n = len(prompt) + len(response)
+        ids[row, :n] = torch.tensor(prompt + response)
+        labels[row, len(prompt):n] = torch.tensor(response)
+        mask[row, :n] = 1
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+@torch.no_grad()
+def validation_loss(model, pairs, pad_token_id: int, batch_size: int = 64) -> float:
+    was_training = model.training
+    model.eval()
+    device, total, count = next(model.parameters()).device, 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        ids, mask, labels = collate(pairs[start:start + batch_size], pad_token_id, device)
+        n = int((labels[:, 1:] != -100).sum())
+        total += model(input_ids=ids, attention_mask=mask, labels=labels).loss.item() * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, batch_size: int, pad_token_id: int,
+                        warmup_ratio: float = 0.1, eval_every: int = 0, seed: int = 0, log_every: int = 50,
+                        bf16: bool = False) -> dict:
+    """AdamW + linear warm-up and cosine decay (transformers' schedule); loss on response tokens.
+    Keeps the weights with the lowest validation loss (paper §3.3). Returns the history."""
+    from transformers import get_cosine_schedule_with_warmup
+    device = next(model.parameters()).device
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+                                  lr=lr, betas=(0.9, 0.98))
+    schedule = get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
+    rng = random.Random(seed)
+    order, cursor = [], 0
+    eval_every = eval_every or max(1, steps // 5)
+    best = dict(loss=validation_loss(model, val_pairs, pad_token_id), step=0,
+                state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    history = dict(val_loss=[(0, best["loss"])], train_loss=[])
+    model.train()
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        if cursor + batch_size > len(order):  # a fresh shuffle each epoch
+            order, cursor = list(range(len(train_pairs))), 0
+            rng.shuffle(order)
+        batch = [train_pairs[i] for i in order[cursor:cursor + batch_size]]
+        cursor += batch_size
+        ids, mask, labels = collate(batch, pad_token_id, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
+        history["train_loss"].append(loss.item())
+        if step % log_every == 0:
+            print(f"    step {step}/{steps}  loss {loss.item():.4f}  {time.perf_counter() - start:.0f} s", flush=True)
+        if step % eval_every == 0 or step == steps:
+            val = validation_loss(model, val_pairs, pad_token_id)
+            history["val_loss"].append((step, val))
+            if val < best["loss"]:
+                best = dict(loss=val, step=step, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best["state"])
+    model.eval()
+    history.update(best_step=best["step"], best_val_loss=best["loss"], seconds=time.perf_counter() - start)
+    return history
+
+
+def pair_key(profile: Profile, pair: str, task: str) -> str:
+    """Cache key: pair, task and a hash of every profile field that shapes the prepared models."""
+    names = ("teacher_shape", "student_shape", "tokenizer_vocab", "synth", "teacher_lr", "teacher_steps",
+             "teacher_epochs", "teacher_batch_size", "dropout", "student_warmup_steps", "student_lr", "instruct",
+             "max_prompt_tokens_gsm", "max_new_tokens_gsm", "max_prompt_tokens_summ", "max_new_tokens_summ",
+             "warmup_ratio", "max_eval_examples", "dtype", "train_bf16")
+    fields = {n: getattr(profile, n) for n in names}
+    fields = {n: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for n, v in fields.items()}
+    blob = json.dumps(dict(fields, pair=pair, task=task), sort_keys=True)
+    return f"{pair}-{task}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACHE_ROOT, teacher_id: str | None = None,
+                 student_id: str | None = None) -> Path:
+    """Build (or find) the teacher and base student of a pair for a task; returns their folder with
+    `tokenizer/`, `teacher/`, `student/` and `metrics.json`. A finished folder is reused as it is.
+    `teacher_id` / `student_id` override the Hub ids (e.g. a local folder)."""
+    from adaswitch_lib.pipeline import load_profile_task
+    folder = Path(cache_root) / profile.name / pair_key(profile, pair, task)
+    if models.is_complete(folder):
+        return folder
+    print(f"==> preparing {pair} on {task} -> {folder}", flush=True)
+    max_prompt, max_new = limits(profile, task)
+    train, val, test = (load_profile_task(profile, task, s) for s in ("train", "validation", "test"))
+    val = val[:512]
+    device, _ = models.device_and_dtype(profile.dtype)
+    report = dict(pair=pair, task=task, profile=profile.name)
+
+    def write(tmp: Path):
+        if pair.startswith("tiny-"):
+            texts = [format_prompt(e) + format_completion(e) for e in train]
+            tokenizer = models.train_tokenizer(texts, profile.tokenizer_vocab)
+            teacher = models.tiny_model(pair, profile.teacher_shape, tokenizer, profile.dropout, seed=1).to(device)
+            student = models.tiny_model(pair, profile.student_shape, tokenizer, profile.dropout, seed=2).to(device)
+        else:
+            ids = models.hub_ids(pair, profile.instruct)
+            tokenizer = models.load_tokenizer(student_id or ids[1])
+            teacher = models.load_model(teacher_id or ids[0], profile.dtype)
+            student = models.load_model(student_id or ids[1], profile.dtype)
+        models.save_tokenizer(tokenizer, tmp / "tokenizer")
+        train_pairs = tokenize_pairs(tokenizer, train, max_prompt, max_new)
+        val_pairs = tokenize_pairs(tokenizer, val, max_prompt, max_new)
+        steps = profile.teacher_steps or math.ceil(profile.teacher_epochs * len(train) / profile.teacher_batch_size)
+        report["teacher_sft"] = supervised_finetune(teacher, train_pairs, val_pairs, steps, profile.teacher_lr,
+                                                    profile.teacher_batch_size, tokenizer.pad_token_id,
+                                                    profile.warmup_ratio, log_every=max(profile.log_every, steps // 10),
+                                                    bf16=profile.train_bf16)
+        if pair.startswith("tiny-") and profile.student_warmup_steps:
+            # The base student: a short warm start on the same data, stopped before its phase transition,
+            # so that it writes task-shaped text but solves little (the paper's base students score ~0 on GSM).
+            report["student_warm_start"] = supervised_finetune(
+                student, train_pairs, val_pairs, profile.student_warmup_steps, profile.student_lr, profile.teacher_batch_size,
+                tokenizer.pad_token_id, profile.warmup_ratio, eval_every=profile.student_warmup_steps, seed=1,
+                log_every=max(profile.log_every, profile.student_warmup_steps // 5), bf16=profile.train_bf16)
+        for name, model in (("teacher", teacher), ("student", student)):
+            model.save_pretrained(tmp / name)
+            start = time.perf_counter()
+            report[f"{name}_score"] = evaluate(model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size)
+            report[f"{name}_eval_seconds"] = time.perf_counter() - start
+        for history in (report.get("teacher_sft"), report.get("student_warm_start")):
+            if history:
+                history.pop("train_loss")
+        (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
+
+    return models.save_atomic(folder, write)
+
+
+def load_prepared(folder: Path, dtype: str = "auto", device: str | None = None):
+    """(teacher, student, tokenizer) from a prepared folder."""
+    folder = Path(folder)
+    if not models.is_complete(folder):
+        raise FileNotFoundError(f"{folder} is not a finished prepared pair; run prepare_pair first")
+    return (models.load_model(str(folder / "teacher"), dtype, device), models.load_model(str(folder / "student"), dtype, device),
+            models.load_tokenizer(str(folder / "tokenizer")))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--pair", default="tiny-qwen")
+    parser.add_argument("--task", default="synth_gsm")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = prepare_pair(get_profile(args.profile), args.pair, args.task)
+    print(json.dumps({k: v for k, v in json.loads((out / "metrics.json").read_text()).items() if not isinstance(v, dict)}, indent=2))

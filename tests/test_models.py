@@ -1,0 +1,89 @@
+import json
+import types
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from adaswitch_lib import models, train
+from adaswitch_lib.config import get_profile
+from adaswitch_lib.data import format_completion, format_prompt, load_task
+from adaswitch_lib.errors import ConfigError, DataUnavailableError
+from adaswitch_lib.sampler import shared_vocab_size
+
+SMOKE = get_profile("smoke")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)
+    return models.train_tokenizer([format_prompt(e) + format_completion(e) for e in examples], 512)
+
+
+@pytest.mark.parametrize("kind", ["tiny-qwen", "tiny-llama"])
+def test_tiny_pair_round_trip(tmp_path, tokenizer, kind):
+    model = models.tiny_model(kind, SMOKE.teacher_shape, tokenizer).eval()
+    model.save_pretrained(tmp_path), models.save_tokenizer(tokenizer, tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    auto_tok = AutoTokenizer.from_pretrained(tmp_path)
+    file_tok = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    text = "Question: Mia has 62 cards. Mia gets 9 more.\nAnswer: 62 + 9 = 71\n#### 71"
+    ids = tokenizer(text)["input_ids"]
+    assert auto_tok(text)["input_ids"] == ids == file_tok(text)["input_ids"]  # no pre-tokenizer swapped in
+    assert "6" in tokenizer.convert_ids_to_tokens(ids)[-2:][-1] or tokenizer.decode(ids) == text
+    assert auto_tok.decode(ids) == text
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, loaded(x).logits)
+    assert (auto_tok.pad_token, auto_tok.eos_token) == ("<pad>", "<eos>")
+
+
+def test_hub_code_path_with_a_local_folder_and_offline_error(tmp_path, tokenizer, monkeypatch):
+    model = models.tiny_model("tiny-llama", SMOKE.student_shape, tokenizer)
+    model.save_pretrained(tmp_path), models.save_tokenizer(tokenizer, tmp_path)
+    loaded = models.load_model(str(tmp_path), dtype="auto")  # the same call the Hub ids go through
+    assert loaded.dtype == torch.float32 and not loaded.training
+    assert models.load_tokenizer(str(tmp_path)).eos_token == "<eos>"
+    assert models.hub_ids("qwen") == ("Qwen/Qwen2.5-3B", "Qwen/Qwen2.5-0.5B")
+    assert models.hub_ids("llama", instruct=True) == ("meta-llama/Llama-3.2-3B-Instruct", "meta-llama/Llama-3.2-1B-Instruct")
+    monkeypatch.setattr(models, "hub_unreachable", lambda: True)
+    with pytest.raises(DataUnavailableError, match="Qwen/Qwen2.5-0.5B: the Hugging Face Hub is unreachable; use a tiny pair"):
+        models.load_model("Qwen/Qwen2.5-0.5B")
+
+
+def test_vocabulary_padding_rows_and_mismatch():
+    small, big = (types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=v)) for v in (151936, 152064))
+    assert shared_vocab_size(small, big, tokenizer_size=151665) == 151665
+    with pytest.raises(ConfigError, match=r"teacher vocabulary \(152064\) and student vocabulary \(151936\) differ"):
+        shared_vocab_size(small, big)
+    other = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=32000))
+    with pytest.raises(ConfigError, match="do not share a vocabulary"):
+        shared_vocab_size(other, big, tokenizer_size=151665)
+
+
+def test_prepare_trains_once_caches_and_never_uses_a_partial_folder(tmp_path, monkeypatch):
+    profile = get_profile("smoke", teacher_steps=20)
+    calls = []
+    real_sft = train.supervised_finetune
+    monkeypatch.setattr(train, "supervised_finetune", lambda *a, **k: calls.append(1) or real_sft(*a, **k))
+    # a crash while writing leaves no folder a later call could mistake for a finished one
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError, match="killed"):
+        train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path)
+    assert not any(p.name.startswith("tiny-qwen") for p in (tmp_path / "smoke").iterdir())
+    monkeypatch.undo()
+    monkeypatch.setattr(train, "supervised_finetune", lambda *a, **k: calls.append(1) or real_sft(*a, **k))
+    calls.clear()
+    folder = train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path)
+    assert len(calls) == 2 and models.is_complete(folder)  # teacher SFT + student warm start
+    report = json.loads((folder / "metrics.json").read_text())
+    first_val, best_val = report["teacher_sft"]["val_loss"][0][1], report["teacher_sft"]["best_val_loss"]
+    assert best_val < 0.8 * first_val  # teacher SFT lowers the validation loss
+    assert 0 <= report["teacher_score"] <= 100 and 0 <= report["student_score"] <= 100
+    calls.clear()
+    assert train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path) == folder and not calls
+    teacher, student, tok = train.load_prepared(folder)
+    assert teacher.num_parameters() > 2 * student.num_parameters()
+    assert teacher.config.vocab_size == student.config.vocab_size == len(tok)
+    # a changed field that shapes the models gives another folder
+    assert train.pair_key(get_profile("smoke", teacher_steps=21), "tiny-qwen", "synth_gsm") != folder.name
