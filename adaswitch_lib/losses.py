@@ -114,12 +114,13 @@ class _ChunkedWeightedDivergence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None, None, None, None, None, None, None
+        # in place: no second vocabulary-sized buffer (the graph is not meant to be run backward twice)
+        return grad.mul_(grad_output.to(grad.dtype)), None, None, None, None, None, None, None
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                  divergence: str = "forward_kl", reduction: str = "sequence", beta: float = 0.5,
-                 alpha: float = 0.1, temperature: float = 1.0, chunk_size: int | None = 128) -> torch.Tensor:
+                 alpha: float = 0.1, temperature: float = 1.0, chunk_size: int | None = 32) -> torch.Tensor:
     """The distillation loss over response positions: logits [batch, positions, vocab], mask
     [batch, positions] (1 on response tokens, EOS included). Gradients flow to the student only."""
     if divergence not in DIVERGENCES:
