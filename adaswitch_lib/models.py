@@ -27,6 +27,7 @@ HUB_PAIRS = {
     "qwen-small": ("Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-0.5B"),
 }
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>"]
+TOKENIZER_VERSION = 2  # bump when train_tokenizer changes: it is part of the prepared-models cache key
 
 
 def hub_ids(pair: str, instruct: bool = False) -> tuple[str, str]:

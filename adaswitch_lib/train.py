@@ -123,7 +123,7 @@ def pair_key(profile: Profile, pair: str, task: str) -> str:
              "warmup_ratio", "max_eval_examples", "dtype", "train_bf16")
     fields = {n: getattr(profile, n) for n in names}
     fields = {n: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for n, v in fields.items()}
-    blob = json.dumps(dict(fields, pair=pair, task=task), sort_keys=True)
+    blob = json.dumps(dict(fields, pair=pair, task=task, tokenizer=models.TOKENIZER_VERSION), sort_keys=True)
     return f"{pair}-{task}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
