@@ -142,6 +142,14 @@ def save_atomic(folder: Path, write) -> Path:
     return folder
 
 
+def write_json_atomic(path: Path, obj) -> None:
+    """json to a temporary file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
 def is_complete(folder: Path) -> bool:
     return (Path(folder) / "COMPLETE").is_file()
 

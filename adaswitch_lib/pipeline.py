@@ -49,17 +49,20 @@ def step_data(profile: Profile) -> None:
 
 def step_models(profile: Profile) -> None:
     """Prepare (or find) the teacher and base student of every pair for every training task, and
-    print their test metrics (accuracy x 100 for GSM tasks, ROUGE-L for summarisation)."""
+    print their test metrics (accuracy x 100 for GSM tasks, ROUGE-L for summarisation), with the
+    base student fine-tuned on the KD budget beside them."""
     import json
     import pandas as pd
-    from adaswitch_lib.train import prepare_pair
+    from adaswitch_lib.train import prepare_pair, sft_budget_check
     rows = []
     for pair in profile.pairs:
         for task in profile.train_tasks:
             folder = prepare_pair(profile, pair, task)
             report = json.loads((folder / "metrics.json").read_text())
+            check = sft_budget_check(profile, folder, task)
             rows.append(dict(pair=pair, task=task, teacher=round(report["teacher_score"], 2),
                              base_student=round(report["student_score"], 2),
+                             student_sft_kd_budget=round(check["score"], 2),
                              teacher_sft_s=round(report["teacher_sft"]["seconds"]),
                              student_warm_start_s=round(report.get("student_warm_start", {}).get("seconds", 0))))
     print(pd.DataFrame(rows).to_string(index=False))

@@ -182,6 +182,29 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
     return models.save_atomic(folder, write)
 
 
+def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
+    """The base student fine-tuned on the KD split with the profile's KD budget (kd_steps x
+    kd_batch_size at kd_lr): where plain SFT lands between base student and teacher. Distillation
+    methods only differ in a regime where this stays clearly below the teacher. Cached in
+    `sft_check.json` beside the prepared pair."""
+    from adaswitch_lib.pipeline import load_profile_task
+    out_file = Path(folder) / "sft_check.json"
+    if out_file.is_file():
+        return json.loads(out_file.read_text())
+    _, student, tokenizer = load_prepared(folder, profile.dtype)
+    max_prompt, max_new = limits(profile, task)
+    kd, val, test = (load_profile_task(profile, task, s) for s in ("kd", "validation", "test"))
+    steps = profile.kd_steps or math.ceil(profile.kd_epochs * len(kd) / profile.kd_batch_size)
+    history = supervised_finetune(student, tokenize_pairs(tokenizer, kd, max_prompt, max_new),
+                                  tokenize_pairs(tokenizer, val[:512], max_prompt, max_new), steps, profile.kd_lr,
+                                  profile.kd_batch_size, tokenizer.pad_token_id, profile.warmup_ratio, seed=3,
+                                  log_every=max(profile.log_every, steps // 5), bf16=profile.train_bf16)
+    report = dict(steps=steps, batch_size=profile.kd_batch_size, lr=profile.kd_lr, seconds=history["seconds"],
+                  score=evaluate(student, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size))
+    models.write_json_atomic(out_file, report)
+    return report
+
+
 def load_prepared(folder: Path, dtype: str = "auto", device: str | None = None):
     """(teacher, student, tokenizer) from a prepared folder."""
     folder = Path(folder)
