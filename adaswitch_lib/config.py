@@ -123,10 +123,12 @@ class Profile:
     teacher_lr: float = 1e-5
     teacher_epochs: float = 3.0
     teacher_steps: int = 0            # > 0 overrides epochs with a fixed number of optimiser steps
+    teacher_steps_summ: int = 0       # summarisation's own fixed steps (0 = as teacher_steps)
     teacher_batch_size: int = 16
     dropout: float = 0.1
     # base student (tiny pairs only): a short warm start that writes task-shaped text
     student_warmup_steps: int = 0
+    student_warmup_steps_summ: int = 0  # summarisation's own warm start (0 = as student_warmup_steps)
     student_lr: float = 1e-5
     # distillation (paper: 3 epochs, lr 1e-5, warmup 0.1)
     kd_lr: float = 1e-5
@@ -160,7 +162,8 @@ class Profile:
                      "max_new_tokens_summ", "tokenizer_vocab", "teacher_batch_size", "kd_batch_size",
                      "eval_batch_size", "log_every"):
             _check_range(name, getattr(self, name), low=1)
-        for name in ("max_eval_examples", "teacher_steps", "kd_steps", "student_warmup_steps"):
+        for name in ("max_eval_examples", "teacher_steps", "kd_steps", "student_warmup_steps",
+                     "teacher_steps_summ", "student_warmup_steps_summ"):
             _check_range(name, getattr(self, name), low=0)
         for name in ("teacher_lr", "kd_lr", "student_lr", "teacher_epochs", "kd_epochs"):
             _check_range(name, getattr(self, name), low=0, low_open=True)
@@ -193,8 +196,8 @@ _PROFILES = {
                   kd_lr=1e-3, kd_steps=4, kd_batch_size=8, eval_batch_size=16, log_every=2),
     # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network
     "cpu": dict(_TINY, name="cpu", n_kd=1000, max_eval_examples=400, train_bf16=True,
-                teacher_lr=2e-3, teacher_steps=700, teacher_batch_size=32, dropout=0.0,
-                student_warmup_steps=300, student_lr=2e-3,
+                teacher_lr=2e-3, teacher_steps=700, teacher_steps_summ=400, teacher_batch_size=32, dropout=0.0,
+                student_warmup_steps=300, student_warmup_steps_summ=40, student_lr=2e-3,
                 kd_lr=5e-4, kd_steps=300, kd_batch_size=16, eval_batch_size=100),
     # one 16-24 GB Colab GPU, an afternoon
     "colab": dict(name="colab", pairs=("qwen-small",), instruct=True, n_kd=1000, max_eval_examples=500,

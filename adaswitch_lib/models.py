@@ -27,7 +27,7 @@ HUB_PAIRS = {
     "qwen-small": ("Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-0.5B"),
 }
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>"]
-TOKENIZER_VERSION = 2  # bump when train_tokenizer changes: it is part of the prepared-models cache key
+TOKENIZER_VERSION = 3  # bump when train_tokenizer changes: it is part of the prepared-models cache key
 
 
 def hub_ids(pair: str, instruct: bool = False) -> tuple[str, str]:
@@ -74,26 +74,16 @@ def _require_reachable(name_or_path: str) -> None:
 
 
 # ---------------------------------------------------------------------------- tiny offline pairs
-def _split_pattern() -> str:
-    """Qwen2's pre-tokenizer pattern (one digit per pre-token, so numbers stay readable to a tiny
-    model). transformers loads any folder whose config says qwen2 as Qwen2Tokenizer, which installs
-    this splitting over the saved one; training with the same splitting keeps ids identical."""
-    try:
-        from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-        return PRETOKENIZE_REGEX
-    except ImportError:
-        return (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-
-
 def train_tokenizer(texts, vocab_size: int = 1024):
-    """Byte-level BPE trained with `tokenizers`, wrapped in PreTrainedTokenizerFast with pad/bos/eos."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    """Byte-level BPE trained with `tokenizers`, wrapped in PreTrainedTokenizerFast with pad/bos/eos.
+    One digit per pre-token, the space kept with it (' 62' -> ' 6', '2'): a tiny teacher learns the
+    arithmetic of synth_gsm far sooner this way than with Qwen2's splitting, which puts the space in
+    a token of its own (measured: 96 % against 12 % after the same 700 steps)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_split_pattern()), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r" ?\p{N}| ?[^\s\p{N}]+|\s+"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
@@ -103,13 +93,12 @@ def train_tokenizer(texts, vocab_size: int = 1024):
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
-    """save_pretrained, and record the class so that a qwen2/llama config cannot swap in its own
-    pre-tokenizer on load (transformers picks the tokenizer class from the model config)."""
+    """Save a tiny tokenizer in a folder of its own. Beside a model's config.json it would not
+    survive loading: transformers 5 loads any folder whose config says qwen2 as Qwen2Tokenizer,
+    which installs Qwen2's pre-tokenizer over the saved one (`tokenizer_class` does not stop it)."""
+    if (Path(folder) / "config.json").exists():
+        raise ValueError(f"{folder} holds a model config; save the tiny tokenizer in a folder of its own")
     tokenizer.save_pretrained(folder)
-    config_file = Path(folder) / "tokenizer_config.json"
-    config = json.loads(config_file.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_file.write_text(json.dumps(config, indent=2))
 
 
 def tiny_model(kind: str, shape: TinyShape, tokenizer, dropout: float = 0.0, context: int = 512, seed: int = 0):

@@ -118,6 +118,7 @@ def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, ba
 def pair_key(profile: Profile, pair: str, task: str) -> str:
     """Cache key: pair, task and a hash of every profile field that shapes the prepared models."""
     names = ("teacher_shape", "student_shape", "tokenizer_vocab", "synth", "teacher_lr", "teacher_steps",
+             "teacher_steps_summ", "student_warmup_steps_summ",
              "teacher_epochs", "teacher_batch_size", "dropout", "student_warmup_steps", "student_lr", "instruct",
              "max_prompt_tokens_gsm", "max_new_tokens_gsm", "max_prompt_tokens_summ", "max_new_tokens_summ",
              "warmup_ratio", "max_eval_examples", "dtype", "train_bf16")
@@ -157,18 +158,21 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
         models.save_tokenizer(tokenizer, tmp / "tokenizer")
         train_pairs = tokenize_pairs(tokenizer, train, max_prompt, max_new)
         val_pairs = tokenize_pairs(tokenizer, val, max_prompt, max_new)
-        steps = profile.teacher_steps or math.ceil(profile.teacher_epochs * len(train) / profile.teacher_batch_size)
+        summ = task_kind(task) == "summ"
+        steps = (profile.teacher_steps_summ if summ else 0) or profile.teacher_steps or \
+            math.ceil(profile.teacher_epochs * len(train) / profile.teacher_batch_size)
+        warmup_steps = (profile.student_warmup_steps_summ if summ else 0) or profile.student_warmup_steps
         report["teacher_sft"] = supervised_finetune(teacher, train_pairs, val_pairs, steps, profile.teacher_lr,
                                                     profile.teacher_batch_size, tokenizer.pad_token_id,
                                                     profile.warmup_ratio, log_every=max(profile.log_every, steps // 10),
                                                     bf16=profile.train_bf16)
-        if pair.startswith("tiny-") and profile.student_warmup_steps:
+        if pair.startswith("tiny-") and warmup_steps:
             # The base student: a short warm start on the same data, stopped before its phase transition,
             # so that it writes task-shaped text but solves little (the paper's base students score ~0 on GSM).
             report["student_warm_start"] = supervised_finetune(
-                student, train_pairs, val_pairs, profile.student_warmup_steps, profile.student_lr, profile.teacher_batch_size,
-                tokenizer.pad_token_id, profile.warmup_ratio, eval_every=profile.student_warmup_steps, seed=1,
-                log_every=max(profile.log_every, profile.student_warmup_steps // 5), bf16=profile.train_bf16)
+                student, train_pairs, val_pairs, warmup_steps, profile.student_lr, profile.teacher_batch_size,
+                tokenizer.pad_token_id, profile.warmup_ratio, eval_every=warmup_steps, seed=1,
+                log_every=max(profile.log_every, warmup_steps // 5), bf16=profile.train_bf16)
         for name, model in (("teacher", teacher), ("student", student)):
             model.save_pretrained(tmp / name)
             start = time.perf_counter()

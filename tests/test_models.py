@@ -23,14 +23,16 @@ def tokenizer():
 @pytest.mark.parametrize("kind", ["tiny-qwen", "tiny-llama"])
 def test_tiny_pair_round_trip(tmp_path, tokenizer, kind):
     model = models.tiny_model(kind, SMOKE.teacher_shape, tokenizer).eval()
-    model.save_pretrained(tmp_path), models.save_tokenizer(tokenizer, tmp_path)
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    auto_tok = AutoTokenizer.from_pretrained(tmp_path)
-    file_tok = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    model.save_pretrained(tmp_path / "model"), models.save_tokenizer(tokenizer, tmp_path / "tokenizer")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    auto_tok = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+    file_tok = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer" / "tokenizer.json"))
+    with pytest.raises(ValueError, match="folder of its own"):  # beside a qwen2 config it would be swapped
+        models.save_tokenizer(tokenizer, tmp_path / "model")
     text = "Question: Mia has 62 cards. Mia gets 9 more.\nAnswer: 62 + 9 = 71\n#### 71"
     ids = tokenizer(text)["input_ids"]
     assert auto_tok(text)["input_ids"] == ids == file_tok(text)["input_ids"]  # no pre-tokenizer swapped in
-    assert "6" in tokenizer.convert_ids_to_tokens(ids)[-2:][-1] or tokenizer.decode(ids) == text
+    assert "Ġ7" in tokenizer.convert_ids_to_tokens(ids)  # one digit per token, the space kept with it
     assert auto_tok.decode(ids) == text
     x = torch.tensor([ids])
     with torch.no_grad():
@@ -40,10 +42,10 @@ def test_tiny_pair_round_trip(tmp_path, tokenizer, kind):
 
 def test_hub_code_path_with_a_local_folder_and_offline_error(tmp_path, tokenizer, monkeypatch):
     model = models.tiny_model("tiny-llama", SMOKE.student_shape, tokenizer)
-    model.save_pretrained(tmp_path), models.save_tokenizer(tokenizer, tmp_path)
-    loaded = models.load_model(str(tmp_path), dtype="auto")  # the same call the Hub ids go through
+    model.save_pretrained(tmp_path / "model"), models.save_tokenizer(tokenizer, tmp_path / "tokenizer")
+    loaded = models.load_model(str(tmp_path / "model"), dtype="auto")  # the same call the Hub ids go through
     assert loaded.dtype == torch.float32 and not loaded.training
-    assert models.load_tokenizer(str(tmp_path)).eos_token == "<eos>"
+    assert models.load_tokenizer(str(tmp_path / "tokenizer")).eos_token == "<eos>"
     assert models.hub_ids("qwen") == ("Qwen/Qwen2.5-3B", "Qwen/Qwen2.5-0.5B")
     assert models.hub_ids("llama", instruct=True) == ("meta-llama/Llama-3.2-3B-Instruct", "meta-llama/Llama-3.2-1B-Instruct")
     monkeypatch.setattr(models, "hub_unreachable", lambda: True)
