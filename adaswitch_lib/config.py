@@ -197,8 +197,8 @@ _PROFILES = {
     # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network
     "cpu": dict(_TINY, name="cpu", n_kd=1000, max_eval_examples=400, train_bf16=True,
                 teacher_lr=2e-3, teacher_steps=700, teacher_steps_summ=400, teacher_batch_size=32, dropout=0.0,
-                student_warmup_steps=300, student_warmup_steps_summ=40, student_lr=2e-3,
-                kd_lr=5e-4, kd_steps=300, kd_batch_size=16, eval_batch_size=100),
+                student_warmup_steps=400, student_warmup_steps_summ=40, student_lr=2e-3,
+                kd_lr=2e-3, kd_steps=500, kd_batch_size=16, eval_batch_size=100),
     # one 16-24 GB Colab GPU, an afternoon
     "colab": dict(name="colab", pairs=("qwen-small",), instruct=True, n_kd=1000, max_eval_examples=500,
                   kd_epochs=1.0, kd_batch_size=4),

@@ -178,8 +178,8 @@ class _Rollout:
         self.d_at_switch = torch.full((batch,), float("nan"), device=device)
         self.mean_at_switch = torch.full((batch,), float("nan"), device=device)
         self.replaced = torch.zeros(batch, dtype=torch.long, device=device)
-        self.teacher_logits = (torch.zeros(batch, n, keep_logits_vocab, device=device)
-                               if keep_logits_vocab else None)
+        self.keep_logits = bool(keep_logits_vocab)
+        self.teacher_logits = None  # [B, N, V] in the model's dtype, allocated at the first write
 
     def window_mean(self, d_new: torch.Tensor, start: int) -> torch.Tensor:
         """mean(d_{j-L} .. d_{j-1}) for positions j = start .. start+g-1 given their d [B, g]."""
@@ -205,8 +205,10 @@ class _Rollout:
         """Write position j (pad for finished rows); return the tokens written."""
         y = torch.where(self.finished, self.cfg.pad_token_id, y)
         self.tokens[:, j] = y
-        if self.teacher_logits is not None and teacher_logits is not None:
-            self.teacher_logits[:, j] = teacher_logits.float()
+        if self.keep_logits and teacher_logits is not None:
+            if self.teacher_logits is None:
+                self.teacher_logits = teacher_logits.new_zeros(y.shape[0], self.cfg.max_new_tokens, teacher_logits.shape[-1])
+            self.teacher_logits[:, j] = teacher_logits
         if self.cfg.eos_token_id is not None:
             self.finished = self.finished | (y == self.cfg.eos_token_id)
         self.length = j + 1
