@@ -8,7 +8,7 @@ torch.set_num_threads(2)
 
 import os
 
-# The shared folder beside the checkout; ADASWITCH_SHARED_DATA points elsewhere (e.g. from a clone in /tmp).
+# The shared folder beside the checkout; ADASWITCH_SHARED_DATA points elsewhere (e.g. from a clone elsewhere).
 SHARED_DATA = Path(os.environ.get("ADASWITCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
