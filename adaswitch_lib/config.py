@@ -16,10 +16,12 @@ import math
 from dataclasses import dataclass, field
 
 from adaswitch_lib.errors import ConfigError
+from adaswitch_lib.methods import METHODS as _METHOD_TABLE
 
 PAIRS = ("qwen", "llama", "qwen-small", "tiny-qwen", "tiny-llama")
 TASKS = ("gsm8k", "gsm_plus", "dialogsum", "synth_gsm", "synth_gsm_plus", "synth_summ")
-METHODS = ("sft", "seqkd", "off_policy", "on_policy", "imitkd", "skd", "adaswitch")
+METHODS = tuple(_METHOD_TABLE)  # sft, seqkd, off_policy, on_policy, imitkd, skd, adaswitch (methods.py)
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_reverse_kl")
 SKD_RULES = ("top_k", "top_p")
 PROFILES = ("smoke", "cpu", "colab", "paper")
@@ -134,8 +136,17 @@ class Profile:
     kd_lr: float = 1e-5
     kd_epochs: float = 3.0
     kd_steps: int = 0                 # > 0 overrides epochs with a fixed number of optimiser steps
-    kd_batch_size: int = 8
+    kd_batch_size: int = 8            # sequences per optimiser step (all processes together)
+    grad_accum_steps: int = 1         # micro-batches per step; the gradient equals the one-batch gradient
     warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0        # gradient clipping
+    kd_mixed_precision: str = "auto"  # auto = bf16 on CUDA (fp16 where bf16 is unsupported), none on CPU
+    # evaluation during distillation (Figures 5/8 every 10 steps over the first 100; 4/7 every 100)
+    eval_every_early: int = 10        # evaluate every N steps ...
+    eval_early_steps: int = 100       # ... over the first M steps,
+    eval_every: int = 100             # then every N steps (and always at the last step)
+    eval_subset: int = 200            # test examples scored at each evaluation (a fixed subset; 0 = none)
+    val_loss_examples: int = 256      # validation examples for the validation loss (D on reference targets)
     # sampling (paper §3.3): student T=0.5 top-p=0.5, teacher T=0.2 top-p=0.5
     student_temperature: float = 0.5
     student_top_p: float = 0.5
@@ -156,16 +167,21 @@ class Profile:
         if self.gsm_plus_critical_thinking not in ("exclude", "no_number"):
             raise ConfigError(f"gsm_plus_critical_thinking = {self.gsm_plus_critical_thinking!r}; "
                               "valid values: exclude, no_number")
+        _check_name("kd_mixed_precision", self.kd_mixed_precision, MIXED_PRECISION)
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"dtype = {self.dtype!r}; valid values: auto, float32, bfloat16")
         for name in ("n_kd", "max_prompt_tokens_gsm", "max_new_tokens_gsm", "max_prompt_tokens_summ",
                      "max_new_tokens_summ", "tokenizer_vocab", "teacher_batch_size", "kd_batch_size",
-                     "eval_batch_size", "log_every"):
+                     "eval_batch_size", "log_every", "grad_accum_steps", "eval_every_early", "eval_every"):
             _check_range(name, getattr(self, name), low=1)
+        if self.kd_batch_size % self.grad_accum_steps:
+            raise ConfigError(f"kd_batch_size ({self.kd_batch_size}) must be a multiple of grad_accum_steps "
+                              f"({self.grad_accum_steps})")
         for name in ("max_eval_examples", "teacher_steps", "kd_steps", "student_warmup_steps",
-                     "teacher_steps_summ", "student_warmup_steps_summ"):
+                     "teacher_steps_summ", "student_warmup_steps_summ", "eval_early_steps", "eval_subset",
+                     "val_loss_examples"):
             _check_range(name, getattr(self, name), low=0)
-        for name in ("teacher_lr", "kd_lr", "student_lr", "teacher_epochs", "kd_epochs"):
+        for name in ("teacher_lr", "kd_lr", "student_lr", "teacher_epochs", "kd_epochs", "max_grad_norm"):
             _check_range(name, getattr(self, name), low=0, low_open=True)
         _check_range("dropout", self.dropout, low=0, high=1, high_open=True)
         _check_range("warmup_ratio", self.warmup_ratio, low=0, high=1)
@@ -193,12 +209,14 @@ _PROFILES = {
                                     n_train_summ=400, n_val_summ=40, n_test_summ=20),
                   teacher_lr=3e-3, teacher_steps=30, teacher_batch_size=16, dropout=0.0,
                   student_warmup_steps=5, student_lr=3e-3,
-                  kd_lr=1e-3, kd_steps=4, kd_batch_size=8, eval_batch_size=16, log_every=2),
+                  kd_lr=1e-3, kd_steps=4, kd_batch_size=8, eval_batch_size=16, log_every=2,
+                  eval_every_early=2, eval_early_steps=4, eval_every=4, eval_subset=8, val_loss_examples=16),
     # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network
     "cpu": dict(_TINY, name="cpu", n_kd=1000, max_eval_examples=400, train_bf16=True,
                 teacher_lr=2e-3, teacher_steps=700, teacher_steps_summ=400, teacher_batch_size=32, dropout=0.0,
                 student_warmup_steps=400, student_warmup_steps_summ=40, student_lr=2e-3,
-                kd_lr=2e-3, kd_steps=500, kd_batch_size=16, eval_batch_size=100),
+                kd_lr=2e-3, kd_steps=500, kd_batch_size=16, eval_batch_size=100,
+                eval_subset=100, val_loss_examples=128),
     # one 16-24 GB Colab GPU, an afternoon
     "colab": dict(name="colab", pairs=("qwen-small",), instruct=True, n_kd=1000, max_eval_examples=500,
                   kd_epochs=1.0, kd_batch_size=4),
@@ -286,7 +304,26 @@ def run_id(run: RunConfig) -> str:
     return f"{run.pair}-{run.task}-{run.method}-s{run.seed}-{config_hash(run)}"
 
 
+def flat_fields(obj, prefix: str = "") -> dict:
+    """Every field of a (nested) config as `name: value` with nested fields flattened
+    (`synth.max_operand`) and shapes written compactly (`4x256 h4 kv2 ff1024`)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, TinyShape):
+            out[prefix + f.name] = (f"{value.layers}x{value.hidden} h{value.heads} kv{value.kv_heads} "
+                                    f"ff{value.intermediate}")
+        elif dataclasses.is_dataclass(value):
+            out.update(flat_fields(value, f"{prefix}{f.name}."))
+        elif isinstance(value, tuple):
+            out[prefix + f.name] = ",".join(map(str, value))
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
 if __name__ == "__main__":
     import pandas as pd
-    rows = {name: _result_fields(get_profile(name)) for name in PROFILES}
-    print(pd.DataFrame(rows).to_string())
+    table = pd.DataFrame({name: flat_fields(get_profile(name)) for name in PROFILES})
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
+        print(table.to_string())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaswitch_lib import metrics, synth
-from adaswitch_lib.config import TASKS, SynthConfig, _check_name
+from adaswitch_lib.config import TASKS, Profile, SynthConfig, _check_name
 from adaswitch_lib.errors import DataUnavailableError, hub_unreachable
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,58 @@ def score(task: str, predictions: list[str], examples: list[dict]) -> float:
     if task_kind(task) == "gsm":
         return metrics.gsm_accuracy(predictions, [e["answer"] for e in examples])
     return metrics.mean_rouge_l(predictions, [e["references"] for e in examples])
+
+
+# ---------------------------------------------------------------------------- a profile's splits, as token ids
+def load_profile_task(profile: Profile, task: str, split: str) -> list[dict]:
+    """A split as this profile uses it (synthetic sizes, KD budget, GSM-Plus rule, eval cap)."""
+    examples = load_task(task, split, synth_config=profile.synth, n_kd=profile.n_kd,
+                         critical_thinking=profile.gsm_plus_critical_thinking)
+    if split == "test" and profile.max_eval_examples:
+        examples = examples[: profile.max_eval_examples]
+    return examples
+
+
+def token_limits(profile: Profile, task: str) -> tuple[int, int]:
+    """(max prompt tokens, max new tokens) for the task's kind."""
+    if task_kind(task) == "gsm":
+        return profile.max_prompt_tokens_gsm, profile.max_new_tokens_gsm
+    return profile.max_prompt_tokens_summ, profile.max_new_tokens_summ
+
+
+def tokenize_prompts(tokenizer, examples, max_prompt_tokens: int, style: str = "plain") -> list[list[int]]:
+    """Prompt token ids, BOS first when the tokenizer has one, keeping the last max_prompt_tokens."""
+    out = []
+    for example in examples:
+        ids = tokenizer(format_prompt(example, style, tokenizer), add_special_tokens=False)["input_ids"]
+        if tokenizer.bos_token_id is not None and style == "plain":
+            ids = [tokenizer.bos_token_id] + ids
+        out.append(ids[-max_prompt_tokens:])
+    return out
+
+
+def tokenize_pairs(tokenizer, examples, max_prompt_tokens: int, max_new_tokens: int,
+                   style: str = "plain") -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids + EOS) per example; the response is cut to max_new_tokens."""
+    prompts = tokenize_prompts(tokenizer, examples, max_prompt_tokens, style)
+    out = []
+    for prompt, example in zip(prompts, examples):
+        response = tokenizer(format_completion(example, style), add_special_tokens=False)["input_ids"]
+        out.append((prompt, response[: max_new_tokens - 1] + [tokenizer.eos_token_id]))
+    return out
+
+
+def left_pad(prompts: list[list[int]], pad_token_id: int = 0, device=None):
+    """Token lists -> (ids, attention mask) tensors, left-padded to the longest prompt."""
+    import torch  # here, not at the top: reading and printing tasks needs no torch
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+    return ids, mask
 
 
 def main(argv=None) -> None:

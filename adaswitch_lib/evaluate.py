@@ -1,32 +1,31 @@
-"""Evaluation: batched greedy decoding (as in the paper) and the task's metric.
+"""Evaluation: batched greedy decoding (as in the paper), the task's metric with every example's
+output kept, and the validation loss of Figures 5/8 (D against the teacher on reference targets).
 
-    python -m adaswitch_lib.evaluate MODEL_FOLDER synth_gsm --limit 200
+    python -m adaswitch_lib.evaluate MODEL_FOLDER TOKENIZER_FOLDER synth_gsm --limit 200
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import torch
 
-from adaswitch_lib.data import format_prompt, load_task, score
+from adaswitch_lib import metrics
+from adaswitch_lib.config import RunConfig
+from adaswitch_lib.data import format_prompt, left_pad, load_task, score, task_kind, tokenize_prompts
+from adaswitch_lib.distill import ground_truth_targets, response_logits, target_loss
 
 
-def tokenize_prompts(tokenizer, examples, max_prompt_tokens: int, style: str = "plain") -> list[list[int]]:
-    """Prompt token ids, BOS first when the tokenizer has one, keeping the last max_prompt_tokens."""
-    out = []
-    for example in examples:
-        ids = tokenizer(format_prompt(example, style, tokenizer), add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None and style == "plain":
-            ids = [tokenizer.bos_token_id] + ids
-        out.append(ids[-max_prompt_tokens:])
-    return out
+@dataclass
+class Evaluation:
+    score: float          # the task metric x 100 (accuracy, or ROUGE-L F1)
+    outputs: list[dict]   # per example: id, prompt, response, and answer/extracted/correct or rouge_l
 
 
 @torch.no_grad()
 def generate(model, tokenizer, examples, max_new_tokens: int, max_prompt_tokens: int = 1024,
              batch_size: int = 32, style: str = "plain") -> list[str]:
     """Greedy responses, decoded up to the first EOS."""
-    from adaswitch_lib.sampler import left_pad
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -41,20 +40,55 @@ def generate(model, tokenizer, examples, max_new_tokens: int, max_prompt_tokens:
     return responses
 
 
+def score_outputs(task: str, examples, responses: list[str], style: str = "plain", tokenizer=None) -> Evaluation:
+    """The metric of given responses, with one row per example a person can read."""
+    rows = []
+    for example, response in zip(examples, responses):
+        row = dict(id=example["id"], prompt=format_prompt(example, style, tokenizer), response=response)
+        if task_kind(task) == "gsm":
+            extracted = metrics.extract_answer(response)
+            row.update(answer=example["answer"], extracted=None if extracted is None else str(extracted),
+                       correct=metrics.gsm_correct(response, example["answer"]))
+        else:
+            row.update(rouge_l=metrics.rouge_l(response, example["references"]))
+        rows.append(row)
+    return Evaluation(score(task, responses, examples), rows)
+
+
 def evaluate(model, tokenizer, task: str, examples, max_new_tokens: int, max_prompt_tokens: int = 1024,
-             batch_size: int = 32, style: str = "plain") -> float:
-    """The task metric x 100 of the model's greedy responses."""
+             batch_size: int = 32, style: str = "plain") -> Evaluation:
+    """Greedy decoding of every example and the task metric x 100, with the per-example outputs."""
     responses = generate(model, tokenizer, examples, max_new_tokens, max_prompt_tokens, batch_size, style)
-    return score(task, responses, examples)
+    return score_outputs(task, examples, responses, style, tokenizer)
+
+
+@torch.no_grad()
+def validation_loss(run: RunConfig, student, teacher, pairs, pad_token_id: int, vocab: int,
+                    batch_size: int = 32) -> float:
+    """D(p_T || p_S) on the validation set's reference responses, the paper's validation loss behind
+    Figures 5/8 (computed against the teacher, so off-policy training lowers it most directly)."""
+    was_training = student.training
+    student.eval()
+    device = next(student.parameters()).device
+    total, rows = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        t = ground_truth_targets(pairs[start:start + batch_size], pad_token_id, device)
+        loss = target_loss("off_policy", run, response_logits(student, t, vocab),
+                           response_logits(teacher, t, vocab), t)
+        total, rows = total + loss.item() * t.sequences.shape[0], rows + t.sequences.shape[0]
+    student.train(was_training)
+    return total / max(rows, 1)
 
 
 if __name__ == "__main__":
     from adaswitch_lib.models import load_model, load_tokenizer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
+    parser.add_argument("tokenizer")
     parser.add_argument("task")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
     examples = load_task(args.task, "test", limit=args.limit)
-    print(evaluate(load_model(args.model), load_tokenizer(args.model), args.task, examples, args.max_new_tokens))
+    print(evaluate(load_model(args.model), load_tokenizer(args.tokenizer), args.task, examples,
+                   args.max_new_tokens).score)

@@ -76,15 +76,18 @@ def position_divergence(student_logits, teacher_logits, divergence="forward_kl",
     return torch.cat(out, dim=1)
 
 
-def position_weights(mask: torch.Tensor, reduction: str = "sequence") -> torch.Tensor:
+def position_weights(mask: torch.Tensor, reduction: str = "sequence", total_rows: int | None = None,
+                     total_tokens: int | None = None) -> torch.Tensor:
     """Weights w with loss = sum(w * d). "sequence": token mean per sequence, then batch mean
-    (paper Eq. 2); "token": one mean over every unmasked token of the batch. Empty rows weigh 0."""
+    (paper Eq. 2); "token": one mean over every unmasked token of the batch. Empty rows weigh 0.
+    `total_rows` / `total_tokens` give the normaliser of a larger batch this mask is one part of
+    (gradient accumulation, several processes): the parts' losses then add up to the whole's."""
     mask = mask.float()
     if reduction == "sequence":
         per_row = mask.sum(-1, keepdim=True).clamp(min=1)
-        return mask / per_row / mask.shape[0]
+        return mask / per_row / (total_rows or mask.shape[0])
     if reduction == "token":
-        return mask / mask.sum().clamp(min=1)
+        return mask / (total_tokens or mask.sum().clamp(min=1))
     raise ValueError(f"unknown reduction {reduction!r}; valid: sequence, token")
 
 
@@ -120,12 +123,15 @@ class _ChunkedWeightedDivergence(torch.autograd.Function):
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                  divergence: str = "forward_kl", reduction: str = "sequence", beta: float = 0.5,
-                 alpha: float = 0.1, temperature: float = 1.0, chunk_size: int | None = 32) -> torch.Tensor:
+                 alpha: float = 0.1, temperature: float = 1.0, chunk_size: int | None = 32,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
     """The distillation loss over response positions: logits [batch, positions, vocab], mask
-    [batch, positions] (1 on response tokens, EOS included). Gradients flow to the student only."""
+    [batch, positions] (1 on response tokens, EOS included). Gradients flow to the student only.
+    `weights` [batch, positions] replace the mask's own normalisation (gradient accumulation counts
+    the normaliser over the whole accumulated batch, see `position_weights`)."""
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
-    weights = position_weights(mask, reduction)
+    weights = position_weights(mask, reduction) if weights is None else weights
     teacher_logits = teacher_logits.detach()
     if chunk_size is None:
         return (weights * token_divergence(student_logits, teacher_logits, divergence, beta, alpha, temperature)).sum()
@@ -133,10 +139,11 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mas
                                             temperature, chunk_size)
 
 
-def nll_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, reduction: str = "sequence") -> torch.Tensor:
+def nll_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, reduction: str = "sequence",
+             weights: torch.Tensor | None = None) -> torch.Tensor:
     """Negative log-likelihood of `labels` [batch, positions] under logits (SFT and SeqKD)."""
     nll = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
-    return (position_weights(mask, reduction) * nll).sum()
+    return ((position_weights(mask, reduction) if weights is None else weights) * nll).sum()
 
 
 if __name__ == "__main__":

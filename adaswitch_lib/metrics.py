@@ -9,13 +9,14 @@ import sys
 from fractions import Fraction
 from functools import lru_cache
 
-# A number as GSM solutions write it: optional sign, thousands commas, decimals or a fraction.
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d[\d,]*)?")
+# A number as GSM solutions (and models) write it: a sign before or after a dollar sign ("-$5",
+# "$-5"), thousands commas, a decimal part, a decimal without its leading zero (".5"), or a fraction.
+_NUMBER = re.compile(r"(?:-\$?|\$-?)?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d[\d,]*)?")
 
 
 def parse_number(text: str) -> Fraction | None:
     """'$1,234.50' -> Fraction(2469, 2); '72.0' == '72'; '1/4' -> Fraction(1, 4); else None."""
-    cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    cleaned = text.strip().replace("\u2212", "-").replace(",", "").replace("$", "").rstrip(".")
     try:
         return Fraction(cleaned)
     except (ValueError, ZeroDivisionError):
@@ -25,6 +26,7 @@ def parse_number(text: str) -> Fraction | None:
 def extract_answer(text: str) -> Fraction | None:
     """The final answer of a GSM solution: the number right after '####' if there is one, else the
     last number in the text. Returns None when the text names no number."""
+    text = text.replace("\u2212", "-")  # a typographic minus sign
     if "####" in text:
         match = _NUMBER.match(text.split("####", 1)[1].lstrip())
         if match:
@@ -38,21 +40,22 @@ def names_no_number(text: str) -> bool:
     return extract_answer(text) is None
 
 
+def gsm_correct(prediction: str, answer: str | None) -> bool:
+    """Is the prediction's final answer the gold one? An answer of None means the question has no
+    answer (GSM-Plus 'critical thinking'): correct only if the prediction names no number."""
+    if answer is None:
+        return names_no_number(prediction)
+    predicted = extract_answer(prediction)
+    return predicted is not None and predicted == parse_number(answer)
+
+
 def gsm_accuracy(predictions: list[str], answers: list[str | None]) -> float:
-    """Accuracy x 100. An answer of None means the question has no answer (GSM-Plus 'critical
-    thinking'): the prediction counts as correct only if it names no number."""
+    """Accuracy x 100 (see `gsm_correct`)."""
     if len(predictions) != len(answers):
         raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
     if not predictions:
         return float("nan")
-    correct = 0
-    for prediction, answer in zip(predictions, answers):
-        if answer is None:
-            correct += names_no_number(prediction)
-        else:
-            predicted = extract_answer(prediction)
-            correct += predicted is not None and predicted == parse_number(answer)
-    return 100.0 * correct / len(predictions)
+    return 100.0 * sum(gsm_correct(p, a) for p, a in zip(predictions, answers)) / len(predictions)
 
 
 @lru_cache(maxsize=1)

@@ -14,7 +14,7 @@ import sys
 import time
 
 from adaswitch_lib.config import PROFILES, Profile, get_profile
-from adaswitch_lib.data import TASK_INFO, load_task
+from adaswitch_lib.data import TASK_INFO, load_profile_task
 from adaswitch_lib.errors import KitError
 
 
@@ -24,15 +24,6 @@ def task_splits(profile: Profile) -> dict[str, tuple[str, ...]]:
     for task in profile.eval_tasks:
         out.setdefault(task, ("test",))
     return out
-
-
-def load_profile_task(profile: Profile, task: str, split: str) -> list[dict]:
-    """A split as this profile uses it (synthetic sizes, KD budget, GSM-Plus rule, eval cap)."""
-    examples = load_task(task, split, synth_config=profile.synth, n_kd=profile.n_kd,
-                         critical_thinking=profile.gsm_plus_critical_thinking)
-    if split == "test" and profile.max_eval_examples:
-        examples = examples[: profile.max_eval_examples]
-    return examples
 
 
 def step_data(profile: Profile) -> None:
@@ -53,7 +44,7 @@ def step_models(profile: Profile) -> None:
     base student fine-tuned on the KD budget beside them."""
     import json
     import pandas as pd
-    from adaswitch_lib.train import prepare_pair, sft_budget_check
+    from adaswitch_lib.prepare import prepare_pair, sft_budget_check
     rows = []
     for pair in profile.pairs:
         for task in profile.train_tasks:

@@ -78,18 +78,6 @@ class Targets:
         return self.sequences[:, self.prompt_length:]
 
 
-def left_pad(prompts: list[list[int]], pad_token_id: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists -> (ids, attention mask), left-padded to the longest prompt."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
-    for row, prompt in enumerate(prompts):
-        if prompt:
-            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt):] = 1
-    return ids, mask
-
-
 def shared_vocab_size(student, teacher, tokenizer_size: int | None = None) -> int:
     """The vocabulary both models score. Embedding matrices may differ by padding rows (Qwen2.5
     0.5B-3B: 151,936; 7B+: 152,064): then logits are sliced to the tokenizer's length."""
@@ -401,6 +389,7 @@ def sample_targets(method: str, student, teacher, prompt_ids: torch.Tensor, prom
 
 if __name__ == "__main__":
     from transformers import Qwen2Config, Qwen2ForCausalLM
+    from adaswitch_lib.data import left_pad
     torch.manual_seed(0)
     make = lambda layers, hidden: Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=hidden, num_hidden_layers=layers,
                                                                num_attention_heads=4, num_key_value_heads=2,

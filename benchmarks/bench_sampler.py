@@ -21,7 +21,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from adaswitch_lib.sampler import SamplerConfig, left_pad, sample_targets
+from adaswitch_lib.data import left_pad
+from adaswitch_lib.sampler import SamplerConfig, sample_targets
 
 REGIMES = {"no switch": (math.inf, 10), "late switch": (1.5, 10), "early switch": (1.1, 2)}  # (K, L)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from adaswitch_lib import models, train
+from adaswitch_lib import models, prepare as train
 from adaswitch_lib.config import get_profile
 from adaswitch_lib.data import format_completion, format_prompt, load_task
 from adaswitch_lib.errors import ConfigError, DataUnavailableError

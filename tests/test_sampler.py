@@ -6,7 +6,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from adaswitch_lib.errors import ConfigError
-from adaswitch_lib.sampler import SamplerConfig, left_pad, sample_targets
+from adaswitch_lib.data import left_pad
+from adaswitch_lib.sampler import SamplerConfig, sample_targets
 
 VOCAB, EOS = 48, 3
 

@@ -1,11 +1,11 @@
-"""Supervised fine-tuning (teacher SFT, the tiny base student's warm start) and the prepare step
-that builds and caches a profile's teacher-student pair for a task.
+"""Preparing a pair: supervised fine-tuning (teacher SFT, the tiny base student's warm start), the
+cached folder of a profile's teacher-student pair for a task, and the SeqKD teacher samples made
+once beside it.
 
-    python -m adaswitch_lib.train --profile smoke --pair tiny-qwen --task synth_gsm
+    python -m adaswitch_lib prepare --profile smoke --pair tiny-qwen --task synth_gsm
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -17,28 +17,12 @@ from pathlib import Path
 import torch
 
 from adaswitch_lib import models
-from adaswitch_lib.config import Profile, get_profile
-from adaswitch_lib.data import format_completion, format_prompt, task_kind
-from adaswitch_lib.evaluate import evaluate, tokenize_prompts
+from adaswitch_lib.config import Profile
+from adaswitch_lib.data import (format_completion, format_prompt, load_profile_task, task_kind, token_limits,
+                                tokenize_pairs)
+from adaswitch_lib.evaluate import evaluate
 
 CACHE_ROOT = Path(".cache") / "models"
-
-
-def limits(profile: Profile, task: str) -> tuple[int, int]:
-    """(max prompt tokens, max new tokens) for the task's kind."""
-    if task_kind(task) == "gsm":
-        return profile.max_prompt_tokens_gsm, profile.max_new_tokens_gsm
-    return profile.max_prompt_tokens_summ, profile.max_new_tokens_summ
-
-
-def tokenize_pairs(tokenizer, examples, max_prompt_tokens: int, max_new_tokens: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, response ids + EOS) per example."""
-    prompts = tokenize_prompts(tokenizer, examples, max_prompt_tokens)
-    out = []
-    for prompt, example in zip(prompts, examples):
-        response = tokenizer(format_completion(example), add_special_tokens=False)["input_ids"][: max_new_tokens - 1]
-        out.append((prompt, response + [tokenizer.eos_token_id]))
-    return out
 
 
 def collate(pairs, pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -133,12 +117,11 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
     """Build (or find) the teacher and base student of a pair for a task; returns their folder with
     `tokenizer/`, `teacher/`, `student/` and `metrics.json`. A finished folder is reused as it is.
     `teacher_id` / `student_id` override the Hub ids (e.g. a local folder)."""
-    from adaswitch_lib.pipeline import load_profile_task
     folder = Path(cache_root) / profile.name / pair_key(profile, pair, task)
     if models.is_complete(folder):
         return folder
     print(f"==> preparing {pair} on {task} -> {folder}", flush=True)
-    max_prompt, max_new = limits(profile, task)
+    max_prompt, max_new = token_limits(profile, task)
     train, val, test = (load_profile_task(profile, task, s) for s in ("train", "validation", "test"))
     val = val[:512]
     device, _ = models.device_and_dtype(profile.dtype)
@@ -176,7 +159,7 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
         for name, model in (("teacher", teacher), ("student", student)):
             model.save_pretrained(tmp / name)
             start = time.perf_counter()
-            report[f"{name}_score"] = evaluate(model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size)
+            report[f"{name}_score"] = evaluate(model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size).score
             report[f"{name}_eval_seconds"] = time.perf_counter() - start
         for history in (report.get("teacher_sft"), report.get("student_warm_start")):
             if history:
@@ -191,12 +174,11 @@ def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
     kd_batch_size at kd_lr): where plain SFT lands between base student and teacher. Distillation
     methods only differ in a regime where this stays clearly below the teacher. Cached in
     `sft_check.json` beside the prepared pair."""
-    from adaswitch_lib.pipeline import load_profile_task
     out_file = Path(folder) / "sft_check.json"
     if out_file.is_file():
         return json.loads(out_file.read_text())
     _, student, tokenizer = load_prepared(folder, profile.dtype)
-    max_prompt, max_new = limits(profile, task)
+    max_prompt, max_new = token_limits(profile, task)
     kd, val, test = (load_profile_task(profile, task, s) for s in ("kd", "validation", "test"))
     steps = profile.kd_steps or math.ceil(profile.kd_epochs * len(kd) / profile.kd_batch_size)
     history = supervised_finetune(student, tokenize_pairs(tokenizer, kd, max_prompt, max_new),
@@ -204,7 +186,7 @@ def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
                                   profile.kd_batch_size, tokenizer.pad_token_id, profile.warmup_ratio, seed=3,
                                   log_every=max(profile.log_every, steps // 5), bf16=profile.train_bf16)
     report = dict(steps=steps, batch_size=profile.kd_batch_size, lr=profile.kd_lr, seconds=history["seconds"],
-                  score=evaluate(student, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size))
+                  score=evaluate(student, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size).score)
     models.write_json_atomic(out_file, report)
     return report
 
@@ -218,12 +200,25 @@ def load_prepared(folder: Path, dtype: str = "auto", device: str | None = None):
             models.load_tokenizer(str(folder / "tokenizer")))
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="smoke")
-    parser.add_argument("--pair", default="tiny-qwen")
-    parser.add_argument("--task", default="synth_gsm")
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    out = prepare_pair(get_profile(args.profile), args.pair, args.task)
-    print(json.dumps({k: v for k, v in json.loads((out / "metrics.json").read_text()).items() if not isinstance(v, dict)}, indent=2))
+
+
+def seqkd_pairs(folder: Path, profile: Profile, teacher, tokenizer, kd_pairs, max_new_tokens: int) -> list:
+    """SeqKD's targets: the teacher's sample for every KD prompt (at the profile's teacher
+    temperature / top-p), made once per (pair, task, sampling settings) and cached beside the
+    prepared pair in `seqkd-<hash>.json`; returned as (prompt ids, response ids) aligned with kd_pairs."""
+    from adaswitch_lib.distill import teacher_responses
+    from adaswitch_lib.sampler import SamplerConfig
+    prompts = [prompt for prompt, _ in kd_pairs]
+    settings = dict(temperature=profile.teacher_temperature, top_p=profile.teacher_top_p,
+                    max_new_tokens=max_new_tokens, prompts=hashlib.sha256(json.dumps(prompts).encode()).hexdigest())
+    path = Path(folder) / f"seqkd-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}.json"
+    if path.is_file():
+        responses = json.loads(path.read_text())["responses"]
+    else:
+        cfg = SamplerConfig(max_new_tokens=max_new_tokens, teacher_temperature=profile.teacher_temperature,
+                            teacher_top_p=profile.teacher_top_p, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer))
+        start = time.perf_counter()
+        responses = teacher_responses(teacher, tokenizer, prompts, cfg, seed=0, batch_size=profile.eval_batch_size)
+        models.write_json_atomic(path, dict(settings, seconds=time.perf_counter() - start, responses=responses))
+    return list(zip(prompts, responses))

@@ -1,0 +1,262 @@
+"""The distillation loop on the smoke profile: every method, the consistency between methods,
+gradient accumulation, determinism, and the run records."""
+import json
+import math
+
+import pytest
+import torch
+
+from adaswitch_lib import distill as distill_module
+from adaswitch_lib import results
+from adaswitch_lib.config import METHODS, RunConfig, get_profile
+from adaswitch_lib.data import load_profile_task, token_limits, tokenize_pairs
+from adaswitch_lib.distill import (build_targets, distill, ground_truth_targets, mixed_precision, response_logits,
+                                   sampler_config, step_noise, target_loss)
+from adaswitch_lib.errors import KitError
+from adaswitch_lib.prepare import load_prepared, prepare_pair
+
+SMOKE = get_profile("smoke")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    prepare_pair(SMOKE, "tiny-qwen", "synth_gsm", cache_root=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pair(cache):
+    folder = prepare_pair(SMOKE, "tiny-qwen", "synth_gsm", cache_root=cache)
+    teacher, student, tokenizer = load_prepared(folder)
+    max_prompt, max_new = token_limits(SMOKE, "synth_gsm")
+    kd = tokenize_pairs(tokenizer, load_profile_task(SMOKE, "synth_gsm", "kd"), max_prompt, max_new)
+    return dict(folder=folder, teacher=teacher, student=student, tokenizer=tokenizer, kd=kd, max_new=max_new)
+
+
+def fresh_student(pair):
+    student = load_prepared(pair["folder"])[1]
+    return student
+
+
+def run_for(method, profile=SMOKE, tmp_path=None, **fields):
+    return RunConfig(profile=profile, pair="tiny-qwen", task="synth_gsm", method=method,
+                     results_dir=str(tmp_path or "results"), **fields)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path):
+    run = run_for(method, get_profile("smoke", kd_steps=3), tmp_path)
+    record = results.run_distillation(run, cache_root=cache)
+    folder = results.run_folder(run)
+    assert json.loads((folder / "record.json").read_text()) == record
+    assert record["run_id"].startswith(f"tiny-qwen-synth_gsm-{method}-s0-")
+    assert record["run_config"]["method"] == method and record["config"]["profile"]["name"] == "smoke"
+    assert 0 <= record["metrics"]["synth_gsm_score"] <= 100 and 0 <= record["metrics"]["synth_gsm_plus_score"] <= 100
+    assert record["metrics"]["synth_gsm_examples"] == len(load_profile_task(SMOKE, "synth_gsm", "test"))
+    assert record["provenance"]["torch_threads"] >= 1 and record["provenance"]["packages"]["torch"]
+    assert set(record["timings"]) >= {"total", "sampling", "teacher_scoring", "student_update", "evaluation"}
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3] and all(math.isfinite(e["loss"]) for e in log)
+    assert all(e["response_tokens"] > 0 and set(e["seconds"]) == {"sampling", "teacher_scoring", "student_update"}
+               for e in log)
+    assert [e["step"] for e in record["evaluations"]] == [0, 2, 3]  # smoke: every 2 early steps, and the last
+    outputs = [json.loads(line) for line in (folder / "outputs_synth_gsm.jsonl").read_text().splitlines()]
+    assert 100 * sum(o["correct"] for o in outputs) / len(outputs) == record["metrics"]["synth_gsm_score"]
+    assert {"id", "prompt", "response", "answer", "extracted", "correct"} <= set(outputs[0])
+    if method == "adaswitch":
+        assert all(0 <= e["switch_rate"] <= 1 and 0 < e["student_token_share"] <= 1 for e in log)
+    if method == "skd":
+        assert all(0 <= e["replacement_rate"] <= 1 for e in log)
+    if method == "imitkd":
+        assert [e["imitkd_beta"] for e in log] == pytest.approx([1.0, 2 / 3, 1 / 3])
+    if get_method_loss(method) == "nll":
+        assert record["timings"]["teacher_scoring"] < 0.01  # NLL methods never run the teacher on targets
+
+
+def get_method_loss(method):
+    from adaswitch_lib.methods import get_method
+    return get_method(method).loss
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_lowers_its_loss_on_one_fixed_batch(method, pair):
+    profile = get_profile("smoke", kd_lr=1e-2, warmup_ratio=0.0, kd_batch_size=8, eval_every_early=100,
+                          eval_every=100)
+    run = run_for(method, profile)
+    batch = pair["kd"][:8]  # one batch: every step sees the same prompts
+    teacher_pairs = None
+    if method == "seqkd":
+        from adaswitch_lib.prepare import seqkd_pairs
+        teacher_pairs = seqkd_pairs(pair["folder"], profile, pair["teacher"], pair["tokenizer"], batch, pair["max_new"])
+    out = distill(run, pair["teacher"], fresh_student(pair), pair["tokenizer"], batch, max_new_tokens=pair["max_new"],
+                  teacher_pairs=teacher_pairs, steps=12)
+    losses = [e["loss"] for e in out.log]
+    assert sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3, losses
+
+
+def test_on_policy_loss_on_ground_truth_equals_the_off_policy_loss(pair, monkeypatch):
+    """The loss, its normaliser and the update do not depend on where the targets came from."""
+    profile = get_profile("smoke", grad_accum_steps=2)
+    off = distill(run_for("off_policy", profile), pair["teacher"], fresh_student(pair), pair["tokenizer"], pair["kd"],
+                  max_new_tokens=pair["max_new"], steps=2)
+    real = distill_module.build_targets
+
+    def gold_instead(method, run, student, teacher, pairs, *args, **kwargs):
+        return real("off_policy", run, student, teacher, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "build_targets", gold_instead)
+    on = distill(run_for("on_policy", profile), pair["teacher"], fresh_student(pair), pair["tokenizer"], pair["kd"],
+                 max_new_tokens=pair["max_new"], steps=2)
+    assert [e["loss"] for e in on.log] == [e["loss"] for e in off.log]
+    assert on.student_checksums == off.student_checksums
+
+
+def _targets(method, pair, noise, **fields):
+    run = run_for(method, SMOKE, **fields)
+    cfg = sampler_config(run, pair["tokenizer"], pair["max_new"],
+                         keep_teacher_logits=method in ("skd", "adaswitch"))
+    return build_targets(method, run, pair["student"], pair["teacher"], pair["kd"][:8], noise, cfg, None)
+
+
+def test_adaswitch_with_infinite_k_gives_the_on_policy_targets(pair):
+    noise = step_noise(0, 1, 8, pair["max_new"])
+    ada = _targets("adaswitch", pair, noise, adaswitch_k=math.inf)
+    on = _targets("on_policy", pair, noise)
+    assert torch.equal(ada.sequences, on.sequences) and torch.equal(ada.response_mask, on.response_mask)
+    assert not ada.stats["switched"].any()
+
+
+def test_imitkd_at_beta_one_is_off_policy_and_at_beta_zero_on_policy(pair):
+    """Through the loop: ImitKD's first step at beta_start = 1 (0) equals off-policy's (on-policy's)."""
+    losses = {}
+    for method, beta in (("imitkd", 1.0), ("off_policy", 1.0), ("imitkd", 0.0), ("on_policy", 1.0)):
+        out = distill(run_for(method, SMOKE, imitkd_beta_start=beta), pair["teacher"], fresh_student(pair),
+                      pair["tokenizer"], pair["kd"], max_new_tokens=pair["max_new"], steps=1)
+        losses[method, beta] = (out.log[0]["loss"], out.log[0]["response_tokens"], out.student_checksums)
+        if method == "imitkd":
+            assert out.log[0]["ground_truth_share"] == beta
+    assert losses["imitkd", 1.0] == losses["off_policy", 1.0]
+    assert losses["imitkd", 0.0] == losses["on_policy", 1.0]
+    assert losses["imitkd", 1.0] != losses["imitkd", 0.0]
+
+
+@pytest.mark.parametrize("method", ["skd", "adaswitch"])
+def test_loss_with_reused_teacher_logits_equals_a_separate_teacher_pass(pair, method):
+    noise = step_noise(0, 3, 8, pair["max_new"])
+    t = _targets(method, pair, noise, adaswitch_k=1.1, adaswitch_window=2)
+    assert t.teacher_logits is not None
+    vocab = len(pair["tokenizer"])
+    with torch.no_grad():
+        scored = response_logits(pair["teacher"], t, vocab)
+    mask = t.response_mask.bool()
+    torch.testing.assert_close(t.teacher_logits[mask], scored[mask], atol=1e-4, rtol=1e-4)
+    student_logits = response_logits(pair["student"], t, vocab)
+    run = run_for(method, SMOKE)
+    reused, separate = target_loss(method, run, student_logits, t.teacher_logits, t), \
+        target_loss(method, run, student_logits, scored, t)
+    assert reused.item() == pytest.approx(separate.item(), rel=1e-5)
+    if method == "adaswitch":
+        assert t.stats["switched"].any()  # the test covers teacher-written suffixes
+
+
+class RecordingSGD(torch.optim.SGD):
+    """Keeps a copy of the gradient it was given at each step."""
+    seen = []
+
+    def __init__(self, groups, lr):
+        super().__init__(groups, lr=lr)
+
+    def step(self, closure=None):
+        RecordingSGD.seen.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("method,reduction", [("off_policy", "sequence"), ("on_policy", "sequence"),
+                                              ("adaswitch", "token"), ("sft", "token")])
+def test_accumulated_gradients_equal_one_batch_gradients(pair, monkeypatch, method, reduction):
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingSGD)
+    grads = []
+    for accum in (1, 2, 4):
+        RecordingSGD.seen = []
+        profile = get_profile("smoke", kd_batch_size=8, grad_accum_steps=accum, max_grad_norm=1e9)
+        distill(run_for(method, profile, loss_reduction=reduction, adaswitch_k=1.1, adaswitch_window=2),
+                pair["teacher"], fresh_student(pair), pair["tokenizer"], pair["kd"], max_new_tokens=pair["max_new"],
+                steps=1)
+        grads.append(RecordingSGD.seen[0])
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_same_seed_and_config_give_identical_results(cache, tmp_path):
+    profile = get_profile("smoke", kd_steps=3)
+    first = results.run_distillation(run_for("adaswitch", profile, tmp_path / "a"), cache_root=cache)
+    second = results.run_distillation(run_for("adaswitch", profile, tmp_path / "b"), cache_root=cache)
+    assert first["metrics"] == second["metrics"] and first["evaluations"] == second["evaluations"]
+    assert first["student_checksums"] == second["student_checksums"]
+    other = results.run_distillation(run_for("adaswitch", profile, tmp_path / "c", seed=1), cache_root=cache)
+    assert other["student_checksums"] != first["student_checksums"]
+
+
+def test_a_non_finite_loss_stops_the_run_in_one_line_and_writes_no_record(cache, tmp_path, monkeypatch):
+    real = distill_module.target_loss
+    monkeypatch.setattr(distill_module, "target_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    run = run_for("on_policy", get_profile("smoke", kd_steps=3), tmp_path)
+    with pytest.raises(KitError, match=r"^step 1: the on_policy loss is nan \(not finite\)") as error:
+        results.run_distillation(run, cache_root=cache)
+    assert "\n" not in str(error.value)
+    assert not results.run_folder(run).exists() and not list(results.run_folder(run).parent.glob(".*"))
+
+
+def test_finished_runs_are_skipped_killed_runs_redone_corrupt_records_reported(cache, tmp_path, monkeypatch, capsys):
+    run = run_for("off_policy", get_profile("smoke", kd_steps=2), tmp_path)
+    folder = results.run_folder(run)
+    real_scores = results._final_scores
+
+    def killed(*args, **kwargs):  # the run dies after training, while evaluating
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "_final_scores", killed)
+    with pytest.raises(KeyboardInterrupt):
+        results.run_distillation(run, cache_root=cache)
+    assert not folder.exists() and not list(folder.parent.glob(".*"))  # no record, no half folder
+    monkeypatch.setattr(results, "_final_scores", real_scores)
+    record = results.run_distillation(run, cache_root=cache)  # redone
+    monkeypatch.setattr(results, "distill", lambda *a, **k: pytest.fail("a finished run was run again"))
+    assert results.run_distillation(run, cache_root=cache) == record
+    assert "is finished; skipped" in capsys.readouterr().out
+    (folder / "record.json").write_text('{"run_id": "tiny-qwen')  # cut off mid-write by some other tool
+    monkeypatch.setattr(results, "distill", distill)
+    again = results.run_distillation(run, cache_root=cache)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "corrupt" in line]
+    assert len(lines) == 1 and str(folder) in lines[0] and "redoing the run" in lines[0]
+    assert again["metrics"] == record["metrics"]
+    frame = results.load_records("smoke", str(tmp_path))
+    assert list(frame["method"]) == ["off_policy"] and frame["metrics.synth_gsm_score"].iloc[0] == \
+        record["metrics"]["synth_gsm_score"]
+
+
+def test_teacher_and_student_rows_use_the_same_evaluation(cache, tmp_path):
+    rows = results.record_pair_baselines(SMOKE, "tiny-qwen", "synth_gsm", str(tmp_path), cache_root=cache)
+    assert [r["kind"] for r in rows] == ["teacher", "student"]
+    metrics = json.loads((prepare_pair(SMOKE, "tiny-qwen", "synth_gsm", cache_root=cache) / "metrics.json").read_text())
+    assert rows[0]["metrics"]["synth_gsm_score"] == metrics["teacher_score"]
+    assert rows[1]["metrics"]["synth_gsm_score"] == metrics["student_score"]
+    assert "synth_gsm_plus_score" in rows[0]["metrics"]
+    frame = results.load_records("smoke", str(tmp_path))
+    assert sorted(frame["kind"]) == ["student", "teacher"]
+
+
+def test_ground_truth_targets_layout():
+    t = ground_truth_targets([([5, 6, 7], [8, 2]), ([9], [10, 11, 12, 2])], pad_token_id=0)
+    assert t.sequences.tolist() == [[5, 6, 7, 8, 2, 0, 0], [0, 0, 9, 10, 11, 12, 2]]
+    assert t.response_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert t.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1, 1]]
+
+
+def test_mixed_precision_choice_falls_back_to_fp16_without_bf16():
+    assert mixed_precision("auto", cuda=False) == "no"
+    assert mixed_precision("auto", cuda=True, bf16_supported=True) == "bf16"
+    assert mixed_precision("auto", cuda=True, bf16_supported=False) == "fp16"  # a T4
+    assert mixed_precision("no", cuda=True) == "no"
