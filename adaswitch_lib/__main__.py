@@ -68,13 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="one distillation run -> results/<profile>/runs/<run_id>/",
                        description="One distillation run; a run whose finished record exists is skipped.")
     _add_common(p)
+    comments = config.field_comments(RunConfig)
     for f in dataclasses.fields(RunConfig):
         if f.name == "profile":
             continue
         flags = [f"--{f.name.replace('_', '-')}"] + ([ALIASES[f.name]] if f.name in ALIASES else [])
         kind = type(f.default)
         valid = f"; one of: {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
-        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=f"default: {f.default}{valid}")
+        text = f"{comments.get(f.name, '')} (default: {f.default}{valid})".strip()
+        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=text.replace("%", "%%"))
     return parser
 
 

@@ -239,10 +239,10 @@ def get_profile(name: str, **overrides) -> Profile:
 class RunConfig:
     """One distillation run: a cell of Table 1 (or a point of a figure)."""
     profile: Profile
-    pair: str = "tiny-qwen"
+    pair: str = "tiny-qwen"           # teacher -> student pair
     task: str = "synth_gsm"           # training task; GSM-Plus is evaluated with the GSM student
-    method: str = "adaswitch"
-    seed: int = 0
+    method: str = "adaswitch"         # how targets are made and scored (methods.py)
+    seed: int = 0                     # data order, sampling draws and ImitKD's coins
     divergence: str = "forward_kl"    # D in the loss and in the switch rule (paper: KL)
     jsd_beta: float = 0.5             # mixture weight for divergence="jsd" (TRL convention)
     skew_alpha: float = 0.1           # for skew_kl / skew_reverse_kl (DistiLLM default)
@@ -254,7 +254,7 @@ class RunConfig:
     skd_top_k: int = 25               # SKD paper default
     skd_top_p: float = 0.5            # AdaSwitch's "K_skd = 0.5" read as a nucleus
     imitkd_beta_start: float = 1.0    # ImitKD: probability of ground truth, decays linearly to 0
-    results_dir: str = _unaffecting("results")
+    results_dir: str = _unaffecting("results")  # records go to <results_dir>/<profile>/runs/<run_id>/
 
     def __post_init__(self):
         if not isinstance(self.profile, Profile):
@@ -302,6 +302,18 @@ def config_hash(obj, length: int = 12) -> str:
 def run_id(run: RunConfig) -> str:
     """Readable and unique: `<pair>-<task>-<method>-s<seed>-<hash of every result-changing field>`."""
     return f"{run.pair}-{run.task}-{run.method}-s{run.seed}-{config_hash(run)}"
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The comment beside each field of a config dataclass: its help text on the command line."""
+    import inspect
+    import re
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if match:
+            out[match.group(1)] = match.group(2)
+    return out
 
 
 def flat_fields(obj, prefix: str = "") -> dict:

@@ -211,7 +211,8 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
                                   lr=profile.kd_lr)
     # linear warm-up then linear decay, as the SKD code base the paper's baselines come from
     schedule = get_linear_schedule_with_warmup(optimizer, int(profile.warmup_ratio * steps), steps)
-    model, optimizer, schedule = accelerator.prepare(student, optimizer, schedule)
+    # the schedule stays ours: accelerate would step a prepared one once per process each step
+    model, optimizer = accelerator.prepare(student, optimizer)
     plain = accelerator.unwrap_model(model)
     order_rng, order, cursor = random.Random(f"order/{run.seed}"), [], 0
     local = batch // world

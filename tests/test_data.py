@@ -45,6 +45,27 @@ def test_extraction_rules():
     assert metrics.extract_answer("no #### here but 12 and 14") == 14        # '####' without a number: last number
     assert metrics.extract_answer("#### 1/4") == Fraction(1, 4) == metrics.parse_number("0.25")
     assert metrics.extract_answer("I cannot tell.") is None
+
+
+@pytest.mark.parametrize("text,value", [
+    ("#### .5", Fraction(1, 2)),                          # a decimal without its leading zero
+    ("so she has .75 of a pie left", Fraction(3, 4)),
+    ("the change is -.25", Fraction(-1, 4)),
+    ("#### -$5", -5), ("a loss of $-5 in total", -5),     # the sign before or after the dollar sign
+    ("pay $.50 each", Fraction(1, 2)),
+    ("the answer is \u22127", -7),                        # a typographic minus sign
+    ("The answer is 12.", 12),                            # a full stop after the number
+    ("#### 1,234.50", Fraction(2469, 2)),
+    ("#### 3 apples", 3), ("she spent 50% of it, #### 40", 40),
+])
+def test_extraction_of_number_spellings_models_write(text, value):
+    assert metrics.extract_answer(text) == value
+
+
+def test_per_example_correctness_matches_accuracy():
+    predictions, answers = ["#### .5", "#### 0.50", "#### 2", "no number", "#### 7"], ["0.5", "1/2", "3", None, None]
+    assert [metrics.gsm_correct(p, a) for p, a in zip(predictions, answers)] == [True, True, False, True, False]
+    assert metrics.gsm_accuracy(predictions, answers) == 60.0
     assert metrics.gsm_accuracy(["#### 7", "#### 8", "no idea"], ["7", "9", None]) == pytest.approx(200 / 3)
 
 

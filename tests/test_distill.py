@@ -2,6 +2,7 @@
 gradient accumulation, determinism, and the run records."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -260,3 +261,28 @@ def test_mixed_precision_choice_falls_back_to_fp16_without_bf16():
     assert mixed_precision("auto", cuda=True, bf16_supported=True) == "bf16"
     assert mixed_precision("auto", cuda=True, bf16_supported=False) == "fp16"  # a T4
     assert mixed_precision("no", cuda=True) == "no"
+
+
+def test_two_processes_end_with_identical_weights_equal_to_one_process(cache, tmp_path):
+    """DDP on CPU (gloo) through `accelerate launch`; every draw is seeded by (seed, step, row), so
+    two processes sharing each step's batch train the same student as one process alone."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    shutil.copytree(cache, tmp_path / ".cache" / "models")  # the prepared smoke pair, found by its key
+    args = ["distill", "--profile", "smoke", "--set", "kd_steps=3", "--method", "adaswitch", "--K", "1.1", "--L", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "-m", "adaswitch_lib", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [record_file] = (tmp_path / "results" / "smoke" / "runs").glob("*/record.json")
+    two = json.loads(record_file.read_text())
+    assert two["processes"] == 2 and len(two["student_checksums"]) == 2
+    assert two["student_checksums"][0] == two["student_checksums"][1]
+    one = results.run_distillation(run_for("adaswitch", get_profile("smoke", kd_steps=3), tmp_path / "single",
+                                           adaswitch_k=1.1, adaswitch_window=2), cache_root=cache)
+    assert two["run_id"] == one["run_id"]
+    assert two["student_checksums"][0] == pytest.approx(one["student_checksums"][0], rel=1e-6)
+    assert two["metrics"]["final_loss"] == pytest.approx(one["metrics"]["final_loss"], rel=1e-5)

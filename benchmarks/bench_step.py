@@ -1,0 +1,106 @@
+"""One distillation step of each method, side by side: seconds per step, split into sampling /
+teacher scoring / student update, and the ratio to on-policy.
+
+    python benchmarks/bench_step.py                          # random-init pair, TRL's GKD shape
+    python benchmarks/bench_step.py --prepared .cache/models/cpu/tiny-qwen-synth_gsm-XXXX --task synth_gsm
+
+Default shape: teacher 4x256 (4.2 M parameters), student 2x128 (0.6 M), vocab 426, batch 16 x 64
+new tokens, fp32, 2 threads: the shape at which TRL 1.16's GKDTrainer took 0.34 s per on-policy
+step on these machines. With random weights no row ends early (no EOS) and nothing switches
+unless K is small; `--prepared` uses a trained pair and real prompts instead. Every method runs
+`distill.distill` itself, so the numbers are what a run pays. Methods alternate (A B B A ...) and
+the first steps of each repeat are warm-up; medians over the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from adaswitch_lib.config import RunConfig, TinyShape, get_profile  # noqa: E402
+from adaswitch_lib.distill import distill  # noqa: E402
+
+
+class _Tokenizer:
+    """Just what the loop asks of a tokenizer, for a random-init pair without one."""
+    def __init__(self, vocab):
+        self.vocab, self.pad_token_id, self.eos_token_id = vocab, 0, None
+
+    def __len__(self):
+        return self.vocab
+
+
+def random_pair(vocab: int, teacher_shape: TinyShape, student_shape: TinyShape):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    def make(shape, seed):
+        torch.manual_seed(seed)
+        return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                                            num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
+                                            intermediate_size=shape.intermediate, max_position_embeddings=512,
+                                            tie_word_embeddings=True))
+    return make(teacher_shape, 1), make(student_shape, 2), _Tokenizer(vocab)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prepared", help="a prepared pair's folder (default: a random-init pair)")
+    parser.add_argument("--task", default="synth_gsm", help="the prepared pair's task")
+    parser.add_argument("--methods", default="on_policy,off_policy,skd,adaswitch")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=6, help="steps per repeat (the first is warm-up)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--K", type=float, default=3.0)
+    parser.add_argument("--L", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    profile = get_profile("cpu", kd_batch_size=args.batch, eval_every_early=10**6, eval_every=10**6, log_every=10**6)
+    if args.prepared:
+        from adaswitch_lib.data import load_profile_task, tokenize_pairs
+        from adaswitch_lib.prepare import load_prepared
+        teacher, student, tokenizer = load_prepared(Path(args.prepared))
+        max_prompt = profile.max_prompt_tokens_gsm if "gsm" in args.task else profile.max_prompt_tokens_summ
+        pairs = tokenize_pairs(tokenizer, load_profile_task(profile, args.task, "kd"), max_prompt, args.new_tokens)
+        shape = f"prepared {Path(args.prepared).name}"
+    else:
+        teacher, student, tokenizer = random_pair(426, profile.teacher_shape, profile.student_shape)
+        g = torch.Generator().manual_seed(0)
+        pairs = [(torch.randint(3, 426, (int(n),), generator=g).tolist(), torch.randint(3, 426, (args.new_tokens,),
+                  generator=g).tolist()) for n in torch.randint(30, 60, (256,), generator=g)]
+        shape = "random-init 4x256 -> 2x128, vocab 426"
+    state = {k: v.clone() for k, v in student.state_dict().items()}
+    methods = args.methods.split(",")
+    order = [m for r in range(args.repeats) for m in (methods if r % 2 == 0 else methods[::-1])]
+    per_method = {m: [] for m in methods}
+    for method in order:
+        student.load_state_dict(state)  # every repeat starts from the same student
+        run = RunConfig(profile=profile, pair="tiny-qwen", task=args.task, method=method, adaswitch_k=args.K,
+                        adaswitch_window=args.L)
+        out = distill(run, teacher, student, tokenizer, pairs, max_new_tokens=args.new_tokens, steps=args.steps)
+        per_method[method] += out.log[1:]  # the first step of each repeat warms up
+    print(f"{shape}; batch {args.batch} x {args.new_tokens} new tokens; {args.threads} threads; "
+          f"K={args.K}, L={args.L}; medians over {args.repeats} x {args.steps - 1} steps")
+    base = statistics.median(sum(e["seconds"].values()) for e in per_method.get("on_policy", per_method[methods[0]]))
+    print(f"| method | s/step | / on-policy | sampling | teacher scoring | student update | tokens/row | switch rate |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method in methods:
+        log = per_method[method]
+        total = statistics.median(sum(e["seconds"].values()) for e in log)
+        split = {k: statistics.median(e["seconds"][k] for e in log) for k in log[0]["seconds"]}
+        switch = statistics.mean(e["switch_rate"] for e in log) if "switch_rate" in log[0] else None
+        print(f"| {method} | {total:.3f} | {total / base:.2f}x | {split['sampling']:.3f} | "
+              f"{split['teacher_scoring']:.3f} | {split['student_update']:.3f} | "
+              f"{statistics.mean(e['mean_response_length'] for e in log):.1f} | "
+              f"{'-' if switch is None else f'{switch:.0%}'} |")
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    main()
+    print(f"({time.perf_counter() - start:.0f} s)")
