@@ -14,6 +14,7 @@ on how many processes or micro-batches share a step.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -273,9 +274,10 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
                 # DDP averages gradients over processes: scale by `world` so the sum is the global loss
                 weights = world * position_weights(t.response_mask, run.loss_reduction, total_rows=batch,
                                                    total_tokens=total_tokens)
-                context = accelerator.no_sync(model) if k < len(targets) - 1 else _nothing()
-                with context, accelerator.autocast():
-                    loss = target_loss(run.method, run, response_logits(model, t, vocab), t_logits, t, weights)
+                # gradients are all-reduced once, after the last micro-batch
+                with accelerator.no_sync(model) if k < len(targets) - 1 else contextlib.nullcontext():
+                    with accelerator.autocast():
+                        loss = target_loss(run.method, run, response_logits(model, t, vocab), t_logits, t, weights)
                     accelerator.backward(loss)
                 step_loss += loss.detach()
             step_loss = accelerator.reduce(step_loss, reduction="mean")
@@ -311,14 +313,6 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
                                 dtype=torch.float64)
     checksums = accelerator.gather(checksum).tolist()
     return DistillResult(steps, log, evaluations, totals, checksums)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _step_entry(step, lr, loss, targets: list[Targets], accelerator, seconds) -> dict:

@@ -99,16 +99,25 @@ def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, ba
     return history
 
 
+def task_sft_steps(profile: Profile, task: str) -> tuple[int, int]:
+    """(teacher SFT steps, base-student warm-start steps) for a task; 0 teacher steps = by epochs."""
+    summ = task_kind(task) == "summ"
+    teacher = (profile.teacher_steps_summ if summ else 0) or profile.teacher_steps
+    warmup = (profile.student_warmup_steps_summ if summ else 0) or profile.student_warmup_steps
+    return teacher, warmup
+
+
 def pair_key(profile: Profile, pair: str, task: str) -> str:
-    """Cache key: pair, task and a hash of every profile field that shapes the prepared models."""
-    names = ("teacher_shape", "student_shape", "tokenizer_vocab", "synth", "teacher_lr", "teacher_steps",
-             "teacher_steps_summ", "student_warmup_steps_summ",
-             "teacher_epochs", "teacher_batch_size", "dropout", "student_warmup_steps", "student_lr", "instruct",
-             "max_prompt_tokens_gsm", "max_new_tokens_gsm", "max_prompt_tokens_summ", "max_new_tokens_summ",
-             "warmup_ratio", "max_eval_examples", "dtype", "train_bf16")
+    """Cache key: pair, task and a hash of every profile field that shapes this task's prepared
+    models (a field that only another task uses does not retrain this one)."""
+    names = ("teacher_shape", "student_shape", "tokenizer_vocab", "synth", "teacher_lr", "teacher_epochs",
+             "teacher_batch_size", "dropout", "student_lr", "instruct", "warmup_ratio", "max_eval_examples",
+             "dtype", "train_bf16")
     fields = {n: getattr(profile, n) for n in names}
     fields = {n: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for n, v in fields.items()}
-    blob = json.dumps(dict(fields, pair=pair, task=task, tokenizer=models.TOKENIZER_VERSION), sort_keys=True)
+    teacher_steps, warmup_steps = task_sft_steps(profile, task)
+    blob = json.dumps(dict(fields, pair=pair, task=task, tokenizer=models.TOKENIZER_VERSION, teacher_steps=teacher_steps,
+                           student_warmup_steps=warmup_steps, token_limits=token_limits(profile, task)), sort_keys=True)
     return f"{pair}-{task}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
@@ -141,10 +150,8 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
         models.save_tokenizer(tokenizer, tmp / "tokenizer")
         train_pairs = tokenize_pairs(tokenizer, train, max_prompt, max_new)
         val_pairs = tokenize_pairs(tokenizer, val, max_prompt, max_new)
-        summ = task_kind(task) == "summ"
-        steps = (profile.teacher_steps_summ if summ else 0) or profile.teacher_steps or \
-            math.ceil(profile.teacher_epochs * len(train) / profile.teacher_batch_size)
-        warmup_steps = (profile.student_warmup_steps_summ if summ else 0) or profile.student_warmup_steps
+        steps, warmup_steps = task_sft_steps(profile, task)
+        steps = steps or math.ceil(profile.teacher_epochs * len(train) / profile.teacher_batch_size)
         report["teacher_sft"] = supervised_finetune(teacher, train_pairs, val_pairs, steps, profile.teacher_lr,
                                                     profile.teacher_batch_size, tokenizer.pad_token_id,
                                                     profile.warmup_ratio, log_every=max(profile.log_every, steps // 10),

@@ -96,3 +96,9 @@ def test_prepare_trains_once_caches_and_never_uses_a_partial_folder(tmp_path, mo
     assert train.sft_budget_check(profile, folder, "synth_gsm") == check and not calls
     # a changed field that shapes the models gives another folder
     assert train.pair_key(get_profile("smoke", teacher_steps=21), "tiny-qwen", "synth_gsm") != folder.name
+    # a field only another task uses does not retrain this task's pair
+    assert train.pair_key(get_profile("smoke", teacher_steps=20, student_warmup_steps_summ=9, max_new_tokens_summ=9),
+                          "tiny-qwen", "synth_gsm") == folder.name
+    summ = get_profile("smoke", student_warmup_steps_summ=3)
+    assert train.pair_key(summ, "tiny-qwen", "synth_summ") == \
+        train.pair_key(get_profile("smoke", student_warmup_steps_summ=3, student_warmup_steps=50), "tiny-qwen", "synth_summ")
