@@ -102,27 +102,21 @@ def read_record(folder: Path, expected_id: str | None = None) -> dict | None:
 
 
 def _write_folder(folder: Path, files: dict[str, object]) -> None:
-    """Write every file into a temporary sibling folder, record.json last, then rename it into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    """Write every file through models.save_atomic (temporary sibling folder, then a rename),
+    record.json last: a folder at `folder` is always complete."""
+    def write(tmp: Path) -> None:
         for name, content in files.items():
             if name == "record.json":
                 continue
-            path = tmp / name
             if isinstance(content, Path):
-                shutil.copyfile(content, path)
+                shutil.copyfile(content, tmp / name)
             elif isinstance(content, list):
-                path.write_text("".join(json.dumps(row) + "\n" for row in content))
+                (tmp / name).write_text("".join(json.dumps(row) + "\n" for row in content))
             else:
-                path.write_text(str(content))
+                (tmp / name).write_text(str(content))
         (tmp / "record.json").write_text(json.dumps(files["record.json"], indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    models.save_atomic(folder, write)
 
 
 def _plain(obj):
