@@ -24,7 +24,7 @@ METHODS = tuple(_METHOD_TABLE)  # sft, seqkd, off_policy, on_policy, imitkd, skd
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_reverse_kl")
 SKD_RULES = ("top_k", "top_p")
-PROFILES = ("smoke", "cpu", "colab", "paper")
+PROFILES = ("smoke", "cpu", "cpu-full", "colab", "paper")
 
 
 def _check_name(kind: str, value: str, valid) -> None:
@@ -157,6 +157,14 @@ class Profile:
     train_bf16: bool = False          # bf16 autocast for SFT (~1.6x faster on AVX512-BF16 CPUs)
     eval_batch_size: int = 32
     log_every: int = _unaffecting(10)  # one log line every N steps under papermill
+    # what ./run_all.sh runs (plan.py); these change which runs are made, never a run's result
+    seeds: tuple = _unaffecting((0,))        # seeds of every run of Table 1 (and of the figure grids)
+    figure_pairs: tuple = _unaffecting(())   # pairs of the Figure 3 and 6 grids; () = every pair
+    figure_tasks: tuple = _unaffecting(())   # training tasks of those grids; () = every training task
+    fig3_methods: tuple = _unaffecting(("off_policy", "on_policy", "imitkd", "skd", "adaswitch"))
+    fig3_divergences: tuple = _unaffecting(("forward_kl", "jsd", "reverse_kl"))
+    fig6_k: tuple = _unaffecting((1.0, 2.0, 3.0, 4.0, 5.0))  # K values at L = 10 (paper Figure 6)
+    fig6_window: tuple = _unaffecting((5, 10, 15, 20))       # L values at K = 3
 
     def __post_init__(self):
         _check_name("profile", self.name, PROFILES)
@@ -168,6 +176,18 @@ class Profile:
             raise ConfigError(f"gsm_plus_critical_thinking = {self.gsm_plus_critical_thinking!r}; "
                               "valid values: exclude, no_number")
         _check_name("kd_mixed_precision", self.kd_mixed_precision, MIXED_PRECISION)
+        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ConfigError(f"seeds = {self.seeds!r}: give one or more integers >= 0")
+        for name, values, valid in (("figure_pairs", self.figure_pairs, self.pairs),
+                                    ("figure_tasks", self.figure_tasks, self.train_tasks),
+                                    ("fig3_methods", self.fig3_methods, METHODS),
+                                    ("fig3_divergences", self.fig3_divergences, DIVERGENCES)):
+            for value in values:
+                _check_name(name[:-1].replace("fig3_", ""), value, valid)
+        for k in self.fig6_k:
+            _check_range("fig6_k (K)", k, low=0, low_open=True)
+        for window in self.fig6_window:
+            _check_range("fig6_window (L)", window, low=1)
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"dtype = {self.dtype!r}; valid values: auto, float32, bfloat16")
         for name in ("n_kd", "max_prompt_tokens_gsm", "max_new_tokens_gsm", "max_prompt_tokens_summ",
@@ -210,7 +230,9 @@ _PROFILES = {
                   teacher_lr=3e-3, teacher_steps=30, teacher_batch_size=16, dropout=0.0,
                   student_warmup_steps=5, student_lr=3e-3,
                   kd_lr=1e-3, kd_steps=4, kd_batch_size=8, eval_batch_size=16, log_every=2,
-                  eval_every_early=2, eval_early_steps=4, eval_every=4, eval_subset=8, val_loss_examples=16),
+                  eval_every_early=2, eval_early_steps=4, eval_every=4, eval_subset=8, val_loss_examples=16,
+                  figure_pairs=("tiny-qwen",), figure_tasks=("synth_gsm",), fig3_methods=("on_policy", "adaswitch"),
+                  fig3_divergences=("forward_kl", "reverse_kl"), fig6_k=(1.0, 3.0), fig6_window=(5, 10)),
     # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network
     "cpu": dict(_TINY, name="cpu", n_kd=1000, max_eval_examples=400, train_bf16=True,
                 teacher_lr=2e-3, teacher_steps=700, teacher_steps_summ=400, teacher_batch_size=32, dropout=0.0,
@@ -218,13 +240,22 @@ _PROFILES = {
                 # (16 % accuracy; 700 steps cross it: 58 %), so that the KD budget carries it across
                 student_warmup_steps=500, student_warmup_steps_summ=40, student_lr=2e-3,
                 kd_lr=2e-3, kd_steps=500, kd_batch_size=16, eval_batch_size=100,
-                eval_subset=100, val_loss_examples=128),
+                eval_subset=100, val_loss_examples=128,
+                # the figure grids shrunk to fit the 60-minute budget: one pair, synth_gsm, fewer points
+                figure_pairs=("tiny-qwen",), figure_tasks=("synth_gsm",),
+                fig3_methods=("off_policy", "on_policy", "adaswitch"), fig6_k=(1.0, 3.0, 5.0), fig6_window=(5, 10, 20)),
+    # the cpu profile's models and runs, with every figure grid in full and 3 seeds (hours on 2 cores)
+    "cpu-full": None,
     # one 16-24 GB Colab GPU, an afternoon
     "colab": dict(name="colab", pairs=("qwen-small",), instruct=True, n_kd=1000, max_eval_examples=500,
                   kd_epochs=1.0, kd_batch_size=4),
     # the paper's setting: one 80 GB GPU or more via `accelerate launch`
     "paper": dict(name="paper"),
 }
+
+
+_PROFILES["cpu-full"] = dict({k: v for k, v in _PROFILES["cpu"].items()
+                              if not k.startswith(("figure_", "fig3_", "fig6_"))}, name="cpu-full", seeds=(0, 1, 2))
 
 
 def get_profile(name: str, **overrides) -> Profile:

@@ -1,88 +1,225 @@
-"""The main job behind `./run_all.sh`: the steps that regenerate the results of one profile.
+"""The main job behind `./run_all.sh`: prepare the pairs, execute every missing run through
+papermill, then the report notebooks that write the tables, figures and claims.
 
     python -m adaswitch_lib.pipeline --profile smoke
-    python -m adaswitch_lib.pipeline --profile cpu --steps data
+    python -m adaswitch_lib.pipeline --profile cpu --only table1,fig6 --jobs 2 --dry-run
 
-Each step is a function of the profile; later steps (models, distillation runs, tables, figures)
-slot into STEPS in order. A step that finds its outputs already written skips the work.
+Each run executes `notebooks/03_distill.ipynb` in its own process (a kernel started by papermill
+with `-k python3`), with `cores // jobs` torch threads: oversubscribed threads are many times
+slower on a small machine. Finished runs are skipped, so an interrupted pipeline continues where
+it stopped; a run's record appears only when the run is complete. Console: one line per job; the
+notebooks' own output goes to `results/<profile>/logs/`.
 """
 from __future__ import annotations
 
 import argparse
-import logging
+import datetime
+import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from adaswitch_lib.config import PROFILES, Profile, get_profile
-from adaswitch_lib.data import TASK_INFO, load_profile_task
+from adaswitch_lib.config import PROFILES, Profile, config_hash, get_profile, run_id
 from adaswitch_lib.errors import KitError
+from adaswitch_lib.plan import ARTIFACTS, parse_only, plan_preparations, plan_runs
+from adaswitch_lib.prepare import CACHE_ROOT, pair_folder_if_ready
+from adaswitch_lib.models import write_json_atomic
+from adaswitch_lib.results import project_root, provenance, run_folder
+
+NOTEBOOKS = project_root(Path(__file__).parent) / "notebooks"
+REPORTS = {"table1": "04_table1.ipynb", "table2": "05_table2.ipynb", "fig3": "06_fig3.ipynb",
+           "fig4": "07_fig4_fig7.ipynb", "fig7": "07_fig4_fig7.ipynb", "fig5": "08_fig5_fig8.ipynb",
+           "fig8": "08_fig5_fig8.ipynb", "fig6": "09_fig6.ipynb", "fig9": "10_fig9.ipynb"}
+CLAIMS = "11_claims.ipynb"
+# Rough seconds per KD step of one 1-thread process on the cpu profile's shapes, for the time
+# estimate before any run of the method has finished (measured records replace them).
+SECONDS_PER_STEP = {"sft": 0.25, "seqkd": 0.25, "off_policy": 0.3, "on_policy": 0.45, "imitkd": 0.4,
+                    "skd": 0.7, "adaswitch": 0.6}
 
 
-def task_splits(profile: Profile) -> dict[str, tuple[str, ...]]:
-    """Which splits of which task a profile needs: train tasks in full, eval-only tasks' test."""
-    out = {task: ("train", "validation", "kd", "test") for task in profile.train_tasks}
-    for task in profile.eval_tasks:
-        out.setdefault(task, ("test",))
-    return out
+@dataclass
+class Job:
+    kind: str                 # "prepare" | "distill" | "report"
+    label: str                # what the progress line says
+    notebook: str             # file in notebooks/
+    parameters: dict
+    name: str                 # file stem of its executed notebook and log
+    estimate: float           # seconds, for the plan's time estimate
+    done: bool = False        # finished before this pipeline started (skipped)
+    keep_in: Path | None = None  # folder the executed notebook moves into on success (a run's record)
+    seconds: float = field(default=0.0)
 
 
-def step_data(profile: Profile) -> None:
-    """Load (or generate) every split the profile needs and print their sizes."""
-    import pandas as pd
-    rows = []
-    for task, splits in task_splits(profile).items():
-        start = time.perf_counter()
-        sizes = {split: len(load_profile_task(profile, task, split)) for split in splits}
-        rows.append(dict(task=task, source=TASK_INFO[task].hub_id or "synthetic", **sizes,
-                         seconds=round(time.perf_counter() - start, 2)))
-    print(pd.DataFrame(rows).convert_dtypes().astype(str).replace("<NA>", "-").to_string(index=False))
+def default_jobs(profile: Profile) -> int:
+    """Parallel processes: one per core for the tiny offline pairs, one for Hub-size models."""
+    return max(1, os.cpu_count() or 1) if profile.offline else 1
 
 
-def step_models(profile: Profile) -> None:
-    """Prepare (or find) the teacher and base student of every pair for every training task, and
-    print their test metrics (accuracy x 100 for GSM tasks, ROUGE-L for summarisation), with the
-    base student fine-tuned on the KD budget beside them."""
-    import json
-    import pandas as pd
-    from adaswitch_lib.prepare import prepare_pair, sft_budget_check
-    rows = []
-    for pair in profile.pairs:
-        for task in profile.train_tasks:
-            folder = prepare_pair(profile, pair, task)
-            report = json.loads((folder / "metrics.json").read_text())
-            check = sft_budget_check(profile, folder, task)
-            rows.append(dict(pair=pair, task=task, teacher=round(report["teacher_score"], 2),
-                             base_student=round(report["student_score"], 2),
-                             student_sft_kd_budget=round(check["score"], 2),
-                             teacher_sft_s=round(report["teacher_sft"]["seconds"]),
-                             student_warm_start_s=round(report.get("student_warm_start", {}).get("seconds", 0))))
-    print(pd.DataFrame(rows).to_string(index=False))
+def _estimate(profile: Profile, method: str, history) -> float:
+    if history is not None and not history.empty and "timings.total" in history:
+        same = history[(history["kind"] == "distillation") & (history["method"] == method)]
+        if not same.empty:
+            return float(same["timings.total"].median())
+    steps = profile.kd_steps or 100
+    return 10.0 if profile.name == "smoke" else steps * SECONDS_PER_STEP.get(method, 0.5) + 40
 
 
-STEPS = {"data": step_data, "models": step_models}
+def build_jobs(profile: Profile, only=None, results_dir: str = "results", cache_dir: Path = CACHE_ROOT) -> list[Job]:
+    """Preparations, then runs, then reports, each marked done when its result already exists."""
+    from adaswitch_lib.results import load_records
+    artifacts = parse_only(only)
+    planned = plan_runs(profile, artifacts)
+    history = load_records(profile.name, results_dir)
+    common = dict(profile=profile.name, results_dir=str(results_dir), show_progress=False)
+    jobs = []
+    for pair, task in plan_preparations(profile, planned):
+        baseline_ids = [f"{pair}-{task}-{who}-{config_hash(profile)}" for who in ("teacher", "student")]
+        done = pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is not None and all(
+            (Path(results_dir) / profile.name / "runs" / rid / "record.json").is_file() for rid in baseline_ids)
+        jobs.append(Job("prepare", f"prepare {pair} {task}", "02_prepare.ipynb",
+                        dict(common, pair=pair, task=task, cache_dir=str(cache_dir)), f"prepare-{pair}-{task}",
+                        estimate=5.0 if profile.name == "smoke" else 300.0, done=done))
+    for item in planned:
+        run = item.run.__class__(**{**item.run.__dict__, "results_dir": str(results_dir)})
+        params = dict(common, pair=run.pair, task=run.task, method=run.method, divergence=run.divergence,
+                      adaswitch_k=float(run.adaswitch_k), adaswitch_window=int(run.adaswitch_window), seed=run.seed,
+                      cache_dir=str(cache_dir))
+        done = (run_folder(run) / "record.json").is_file()
+        jobs.append(Job("distill", f"distill {item.label}", "03_distill.ipynb", params, run_id(run),
+                        _estimate(profile, run.method, history), done=done, keep_in=run_folder(run)))
+    reports = list(dict.fromkeys(REPORTS[a] for a in artifacts))
+    if set(artifacts) == set(ARTIFACTS) and (NOTEBOOKS / CLAIMS).is_file():
+        reports.append(CLAIMS)
+    for notebook in reports:
+        jobs.append(Job("report", f"report {Path(notebook).stem}", notebook, dict(common), Path(notebook).stem,
+                        estimate=8.0))
+    return jobs
+
+
+def _clock(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def execute(job: Job, profile: Profile, results_dir: str, threads: int) -> tuple[bool, Path]:
+    """Run one notebook under papermill in its own process; returns (ok, where to look)."""
+    logs = Path(results_dir) / profile.name / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out, log = logs / f"{job.name}.ipynb", logs / f"{job.name}.log"
+    command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / job.notebook), str(out), "-k", "python3",
+               "--cwd", str(NOTEBOOKS), "--log-output", "--no-progress-bar"]
+    for key, value in job.parameters.items():
+        command += ["-p", key, str(value)] if not isinstance(value, str) else ["-r", key, value]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+               TOKENIZERS_PARALLELISM="false")
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        rc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=project_root()).returncode
+    job.seconds = time.perf_counter() - start
+    if rc != 0:
+        return False, out
+    if job.keep_in is not None and job.keep_in.is_dir():  # the executed notebook lives beside its record
+        shutil.move(str(out), job.keep_in / "distill.ipynb")
+        return True, job.keep_in
+    kept = Path(results_dir) / profile.name / ("reports" if job.kind == "report" else "prepare")
+    kept.mkdir(parents=True, exist_ok=True)
+    os.replace(out, kept / out.name)
+    return True, kept / out.name
+
+
+def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: bool = False,
+                 results_dir: str = "results", cache_dir: Path = CACHE_ROOT) -> int:
+    """Everything the chosen artifacts need; returns the exit status (0 = all done)."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    jobs = jobs or default_jobs(profile)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    plan = build_jobs(profile, only, results_dir, cache_dir)
+    todo = [j for j in plan if not j.done]
+    work = sum(j.estimate for j in todo if j.kind != "report") / jobs + sum(j.estimate for j in todo if j.kind == "report")
+    print(f"==> [{profile.name}] {len(plan)} jobs ({len(plan) - len(todo)} finished before), {jobs} at a time "
+          f"x {threads} torch thread(s); estimated {_clock(work)}", flush=True)
+    if dry_run:
+        for i, job in enumerate(plan, 1):
+            state = "done" if job.done else f"~{_clock(job.estimate)}"
+            print(f"[{i}/{len(plan)}] {job.label:<58} {state}")
+        return 0
+    failures, phase_seconds, count = [], {}, 0
+    for phase in ("prepare", "distill", "report"):
+        batch = [j for j in plan if j.kind == phase]
+        t0 = time.perf_counter()
+        width = 1 if phase == "report" else jobs  # reports read every record: one after another
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            futures = {}
+            for job in batch:
+                if job.done:
+                    count += 1
+                    print(f"[{count}/{len(plan)}] {job.label} … finished before", flush=True)
+                    continue
+                futures[pool.submit(execute, job, profile, results_dir, threads if width > 1 else os.cpu_count() or 1)] = job
+            left = sum(j.estimate for j in futures.values())
+            for future in as_completed(futures):
+                job = futures[future]
+                ok, where = future.result()
+                count += 1
+                left -= job.estimate
+                eta = left / width + sum(j.estimate for j in plan if j.kind != phase and not j.done and
+                                         ("prepare", "distill", "report").index(j.kind) >
+                                         ("prepare", "distill", "report").index(phase))
+                status = f"{job.seconds:.0f} s" if ok else f"FAILED after {job.seconds:.0f} s: see {where}"
+                print(f"[{count}/{len(plan)}] {job.label} … {status}  (~{_clock(max(eta, 0))} left)", flush=True)
+                if not ok:
+                    failures.append((job, where))
+        phase_seconds[phase] = round(time.perf_counter() - t0, 1)
+        if phase == "prepare" and failures:
+            break  # runs need their pairs
+    write_manifest(profile, results_dir, started, jobs, threads, phase_seconds, plan, failures)
+    if failures:
+        print(f"\n{len(failures)} job(s) failed; the executed notebooks (with papermill's error banner) and logs:",
+              file=sys.stderr)
+        for job, where in failures:
+            print(f"  {job.label}: {where} (log: {where.with_suffix('.log')})", file=sys.stderr)
+        return 1
+    print(f"==> [{profile.name}] done: tables in {results_dir}/{profile.name}/tables, "
+          f"figures in {results_dir}/{profile.name}/figures", flush=True)
+    return 0
+
+
+def write_manifest(profile, results_dir, started, jobs, threads, phase_seconds, plan, failures) -> None:
+    """results/<profile>/manifest.json: code version, packages, machine, and the pipeline's timings."""
+    manifest = dict(profile=profile.name, profile_hash=config_hash(profile), provenance=provenance(),
+                    started=started.isoformat(timespec="seconds"),
+                    finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    jobs=jobs, threads_per_job=threads, phase_seconds=phase_seconds,
+                    job_seconds={j.name: round(j.seconds, 1) for j in plan if j.seconds},
+                    skipped=[j.name for j in plan if j.done], failed=[j.name for j, _ in failures])
+    write_json_atomic(Path(results_dir) / profile.name / "manifest.json", manifest)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu", help=f"one of: {', '.join(PROFILES)}")
-    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of: {', '.join(STEPS)}")
+    parser = argparse.ArgumentParser(description="Regenerate the tables and figures of a profile.")
+    parser.add_argument("--profile", default="cpu", help=f"one of: {', '.join(PROFILES)} (default: cpu)")
+    parser.add_argument("--only", default="", help=f"comma-separated artifacts: {', '.join(ARTIFACTS)} (default: all)")
+    parser.add_argument("--jobs", type=int, default=0, help="runs side by side (default: one per core for the "
+                                                            "offline profiles, 1 for Hub models)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; run nothing")
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--cache-dir", default=str(CACHE_ROOT))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.jobs < 0:
+            raise KitError(f"--jobs {args.jobs}: give a positive number (0 = the default)")
         profile = get_profile(args.profile)
-        steps = [s for s in args.steps.split(",") if s]
-        for step in steps:
-            if step not in STEPS:
-                raise KitError(f"unknown step {step!r}; valid steps: {', '.join(STEPS)}")
-        for step in steps:
-            start = time.perf_counter()
-            print(f"==> [{profile.name}] {step}")
-            STEPS[step](profile)
-            print(f"    {step} done in {time.perf_counter() - start:.1f} s")
+        return run_pipeline(profile, args.only, args.jobs or None, args.dry_run, args.results_dir, Path(args.cache_dir))
     except KitError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"run_all: {error}", file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        print("\nrun_all: interrupted; finished runs are kept, run it again to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

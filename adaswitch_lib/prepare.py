@@ -121,14 +121,26 @@ def pair_key(profile: Profile, pair: str, task: str) -> str:
     return f"{pair}-{task}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+def pair_folder_if_ready(profile: Profile, pair: str, task: str, cache_root: Path = CACHE_ROOT) -> Path | None:
+    """The finished folder of this pair, or None. The key names everything that shapes the models,
+    so a folder another profile prepared with the same key (cpu for cpu-full, say) is used too."""
+    key = pair_key(profile, pair, task)
+    own = Path(cache_root) / profile.name / key
+    for folder in (own, *sorted(Path(cache_root).glob(f"*/{key}"))):
+        if models.is_complete(folder):
+            return folder
+    return None
+
+
 def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACHE_ROOT, teacher_id: str | None = None,
                  student_id: str | None = None) -> Path:
     """Build (or find) the teacher and base student of a pair for a task; returns their folder with
     `tokenizer/`, `teacher/`, `student/` and `metrics.json`. A finished folder is reused as it is.
     `teacher_id` / `student_id` override the Hub ids (e.g. a local folder)."""
+    ready = pair_folder_if_ready(profile, pair, task, cache_root)
+    if ready is not None:
+        return ready
     folder = Path(cache_root) / profile.name / pair_key(profile, pair, task)
-    if models.is_complete(folder):
-        return folder
     print(f"==> preparing {pair} on {task} -> {folder}", flush=True)
     max_prompt, max_new = token_limits(profile, task)
     train, val, test = (load_profile_task(profile, task, s) for s in ("train", "validation", "test"))

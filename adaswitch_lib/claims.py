@@ -1,0 +1,173 @@
+"""The paper's qualitative claims, checked against a profile's run records -> `claims.md`.
+
+    python -m adaswitch_lib.claims --profile smoke
+
+Each claim gets the paper's statement, our measurement (mean ± standard deviation over seeds
+where the profile has several) and a verdict: holds, does not hold, or not resolvable — when the
+difference is no larger than the noise: the seed spread where seeds exist, else the binomial
+standard error of an accuracy on the test set (a single seed cannot show training noise, and the
+verdict says so).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from adaswitch_lib.config import Profile, get_profile
+from adaswitch_lib.errors import KitError
+from adaswitch_lib.figures import final_scores, switch_statistics
+from adaswitch_lib.plan import DEFAULT_K, DEFAULT_WINDOW
+from adaswitch_lib.report import write_text_atomic, scores_long, table2
+from adaswitch_lib.results import load_records
+
+CLAIMS = {
+    "a": "AdaSwitch is the best method on GSM for both pairs (Table 1).",
+    "b": "On-policy KD beats off-policy KD on GSM; off-policy beats on-policy on SUMM (Table 1).",
+    "c": "The switch rate is higher on GSM (above 95 %) than on SUMM (Figures 4, 7).",
+    "d": "The KLD at the switch token falls during training (Figures 4, 7).",
+    "e": "AdaSwitch costs less time than SKD (Table 2: 1.20-1.41x against 1.28-1.61x on-policy).",
+    "f": "K of 3-4 and L near 10 work best (Figure 6).",
+}
+
+
+def _cell(values) -> tuple[float, float, int]:
+    values = [float(v) for v in values]
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, std, n
+
+
+def _text(mean, std, n) -> str:
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if n > 1 else "")
+
+
+def _compare(a, b, test_examples: int | None = None) -> str:
+    """Verdict for "a > b": a and b are (mean, std, n) of scores (percent)."""
+    diff = a[0] - b[0]
+    if a[2] > 1 and b[2] > 1:
+        noise, note = max(a[1], b[1]), ""
+    else:
+        p = min(max((a[0] + b[0]) / 200, 0.0), 1.0)
+        noise = 100 * math.sqrt(p * (1 - p) / test_examples) if test_examples else 0.0
+        note = " (one seed)"
+    if abs(diff) <= noise:
+        return "not resolvable" + note
+    return ("holds" if diff > 0 else "does not hold") + note
+
+
+def _score(long, pair, column, method):
+    part = long[(long["pair"] == pair) & (long["column"] == column) & (long["method"] == method)]["score"]
+    return _cell(part) if len(part) else None
+
+
+def check_claims(profile: Profile, results_dir: str = "results") -> list[dict]:
+    """One row per (claim, pair/task): claim, paper, ours, verdict."""
+    records = load_records(profile.name, results_dir)
+    rows = []
+    n_test = profile.max_eval_examples or None
+
+    def add(key, where, ours, verdict):
+        rows.append(dict(claim=key, where=where, paper=CLAIMS[key], ours=ours, verdict=verdict))
+
+    long = scores_long(profile, records) if not records.empty else None
+    pairs = sorted(set(long["pair"])) if long is not None and not long.empty else []
+    for pair in pairs:
+        distilled = long[(long["pair"] == pair) & (long["column"] == "GSM") & ~long["method"].isin(["Teacher", "Student"])]
+        ada = _score(long, pair, "GSM", "AdaSwitch")
+        others = {m: _score(long, pair, "GSM", m) for m in set(distilled["method"]) - {"AdaSwitch"}}
+        if ada and others:
+            best_other = max(others, key=lambda m: others[m][0])
+            add("a", f"{pair} GSM", f"AdaSwitch {_text(*ada)} vs best other ({best_other}) {_text(*others[best_other])}",
+                _compare(ada, others[best_other], n_test))
+        for column, winner, loser in (("GSM", "On-policy KD", "Off-policy KD"), ("SUMM", "Off-policy KD", "On-policy KD")):
+            w, lo = _score(long, pair, column, winner), _score(long, pair, column, loser)
+            if w and lo:
+                add("b", f"{pair} {column}", f"{winner} {_text(*w)} vs {loser} {_text(*lo)}",
+                    _compare(w, lo, n_test if column == "GSM" else None))
+    try:
+        stats = switch_statistics(profile, records, "fig7")
+    except KitError:
+        stats = None
+    if stats is not None:
+        for pair in sorted(set(stats["pair"])):
+            part = stats[stats["pair"] == pair]
+            # one value per run (seed): the switch rate averaged over its training windows
+            rate = {task: _cell(part[part["task"] == task].groupby("seed")["switch_rate"].mean())
+                    for task in set(part["task"])}
+            if {"GSM", "SUMM"} <= set(rate):
+                add("c", pair, f"mean switch rate over training: GSM {_text(*rate['GSM'])} vs SUMM {_text(*rate['SUMM'])}",
+                    _compare(rate["GSM"], rate["SUMM"]) if rate["GSM"][2] > 1 else
+                    ("holds" if rate["GSM"][0] > rate["SUMM"][0] else
+                     "not resolvable" if rate["GSM"][0] == rate["SUMM"][0] else "does not hold") + " (one seed)")
+            for task in sorted(rate):
+                runs = part[part["task"] == task].dropna(subset=["d_at_switch"])
+                if runs.empty:
+                    continue
+                ends = runs.sort_values("step_bin").groupby("seed")["d_at_switch"]
+                first, last = _cell(ends.first()), _cell(ends.last())
+                add("d", f"{pair} {task}", f"KLD at the switch: first window {_text(*first)} -> last {_text(*last)}",
+                    _compare(first, last) if first[2] > 1 else
+                    ("holds" if last[0] < first[0] else "does not hold") + " (one seed)")
+    try:
+        ratios, _ = table2(profile, records, results_dir)
+    except KitError:
+        ratios = None
+    if ratios is not None and {"AdaSwitch", "SKD"} <= set(ratios.index):
+        for column in ratios.columns:
+            ada, skd = ratios.loc["AdaSwitch", column], ratios.loc["SKD", column]
+            if ada == ada and skd == skd:
+                add("e", column, f"AdaSwitch {ada:.2f}x vs SKD {skd:.2f}x on-policy time",
+                    "holds" if ada < skd else "does not hold")
+    try:
+        fig6 = final_scores(profile, records, "fig6")
+    except KitError:
+        fig6 = None
+    if fig6 is not None and not fig6.empty:
+        for panel, part in fig6.groupby(fig6["pair_label"] + " " + fig6["column"]):
+            by_k = part[part["adaswitch_window"] == DEFAULT_WINDOW].groupby("adaswitch_k")["score"].mean()
+            by_l = part[part["adaswitch_k"] == DEFAULT_K].groupby("adaswitch_window")["score"].mean()
+            if len(by_k) > 1 and len(by_l) > 1:
+                best_k, best_l = by_k.idxmax(), int(by_l.idxmax())
+                spread = max(by_k.max() - by_k.min(), by_l.max() - by_l.min())
+                verdict = "holds" if 3 <= best_k <= 4 and 5 < best_l < 20 else "does not hold"
+                if spread == 0:
+                    verdict = "not resolvable"
+                add("f", panel, f"best K = {best_k:g} of {sorted(by_k.index)}, best L = {best_l} of "
+                                f"{[int(x) for x in sorted(by_l.index)]}; scores span {spread:.2f}", verdict + " (one seed)"
+                    if len(profile.seeds) == 1 else verdict)
+    for key in CLAIMS:
+        if not any(r["claim"] == key for r in rows):
+            add(key, "-", "the runs it needs have no records", "not measured")
+    return sorted(rows, key=lambda r: (r["claim"], r["where"]))
+
+
+def write_claims(profile: Profile, results_dir: str = "results") -> Path:
+    """results/<profile>/claims.md from the records; returns its path."""
+    import pandas as pd
+    rows = check_claims(profile, results_dir)
+    table = pd.DataFrame(rows)[["claim", "where", "ours", "verdict"]].to_markdown(index=False, disable_numparse=True)
+    claims = "\n".join(f"- **({k})** {text}" for k, text in CLAIMS.items())
+    seeds = len(profile.seeds)
+    text = (f"# The paper's claims on the `{profile.name}` profile\n\n"
+            f"Generated from the run records by `python -m adaswitch_lib.claims --profile {profile.name}`; "
+            f"{seeds} seed(s) per run. Scores are ROUGE-L (SUMM) and accuracy % (GSM).\n\n"
+            f"The paper's claims:\n\n{claims}\n\nWhat the records say:\n\n{table}\n")
+    path = Path(results_dir) / profile.name / "claims.md"
+    write_text_atomic(path, text)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Check the paper's claims against a profile's records.")
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--results-dir", default="results")
+    args = parser.parse_args(argv)
+    print(write_claims(get_profile(args.profile), args.results_dir).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Which runs each table and figure needs: the one source of truth for `./run_all.sh` and the
+report notebooks. A run that feeds several artifacts (Table 1's AdaSwitch run feeds Table 2 and
+Figures 4-9) appears once, with every artifact it feeds.
+
+    python -m adaswitch_lib.plan --profile cpu            # every run of the profile, one per line
+    python -m adaswitch_lib.plan --profile cpu --only fig6
+
+The grids come from the profile: `seeds`, and `figure_pairs`, `figure_tasks`, `fig3_*`, `fig6_*`
+for the figures the cpu profile shrinks to fit its time budget.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from adaswitch_lib.config import Profile, RunConfig, get_profile, run_id
+from adaswitch_lib.errors import KitError
+from adaswitch_lib.methods import METHODS
+
+ARTIFACTS = ("table1", "table2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9")
+TABLE2_METHODS = ("off_policy", "on_policy", "skd", "adaswitch")  # paper Table 2's rows
+EARLY_METHODS = ("on_policy", "off_policy", "adaswitch")            # Figures 5 and 8
+DEFAULT_K, DEFAULT_WINDOW = 3.0, 10                                 # paper §3.3, and RunConfig's defaults
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    run: RunConfig
+    artifacts: list[str]
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.run)
+
+    @property
+    def label(self) -> str:
+        r = self.run
+        extra = "" if r.divergence == "forward_kl" else f" {r.divergence}"
+        if r.method == "adaswitch" and (r.adaswitch_k, r.adaswitch_window) != (DEFAULT_K, DEFAULT_WINDOW):
+            extra += f" K={r.adaswitch_k:g} L={r.adaswitch_window}"
+        return f"{r.pair} {r.task} {r.method}{extra} s{r.seed}"
+
+
+def figure_pairs(profile: Profile) -> tuple:
+    return profile.figure_pairs or profile.pairs
+
+
+def figure_tasks(profile: Profile) -> tuple:
+    return profile.figure_tasks or profile.train_tasks
+
+
+def _grid(profile: Profile, pairs, tasks, methods, **fields) -> list[RunConfig]:
+    return [RunConfig(profile, pair=pair, task=task, method=method, seed=seed, **fields)
+            for pair in pairs for task in tasks for method in methods for seed in profile.seeds]
+
+
+def artifact_runs(profile: Profile, artifact: str) -> list[RunConfig]:
+    """The distillation runs one artifact reads (Table 1 also reads the pairs' teacher and
+    student records, which preparation writes)."""
+    every = dict(pairs=profile.pairs, tasks=profile.train_tasks)
+    if artifact == "table1":
+        return _grid(profile, methods=tuple(METHODS), **every)
+    if artifact == "table2":
+        return _grid(profile, methods=TABLE2_METHODS, **every)
+    if artifact in ("fig4", "fig7", "fig9"):  # switch statistics of the AdaSwitch runs (4: first pair only)
+        pairs = profile.pairs[:1] if artifact == "fig4" else profile.pairs
+        return _grid(profile, pairs, profile.train_tasks, ("adaswitch",))
+    if artifact in ("fig5", "fig8"):          # early-stage curves (5: first pair only)
+        pairs = profile.pairs[:1] if artifact == "fig5" else profile.pairs
+        return _grid(profile, pairs, profile.train_tasks, EARLY_METHODS)
+    if artifact == "fig3":
+        return [run for divergence in profile.fig3_divergences
+                for run in _grid(profile, figure_pairs(profile), figure_tasks(profile), profile.fig3_methods,
+                                 divergence=divergence)]
+    if artifact == "fig6":
+        grid = dict(pairs=figure_pairs(profile), tasks=figure_tasks(profile), methods=("adaswitch",))
+        return ([run for k in profile.fig6_k for run in _grid(profile, **grid, adaswitch_k=float(k))] +
+                [run for w in profile.fig6_window for run in _grid(profile, **grid, adaswitch_window=int(w))])
+    raise KitError(f"unknown artifact {artifact!r}; valid names: {', '.join(ARTIFACTS)}")
+
+
+def parse_only(only=None) -> tuple:
+    """`--only table1,fig6` (or a list of names) -> ("table1", "fig6"); None or "" -> every artifact."""
+    if isinstance(only, str):
+        only = only.split(",")
+    names = tuple(a.strip() for a in (only or ()) if a.strip()) or ARTIFACTS
+    for name in names:
+        if name not in ARTIFACTS:
+            raise KitError(f"unknown artifact {name!r} in --only; valid names: {', '.join(ARTIFACTS)}")
+    return names
+
+
+def plan_runs(profile: Profile, only=None) -> list[PlannedRun]:
+    """Every distinct run the chosen artifacts need, in a stable order, each with its artifacts."""
+    planned: dict[str, PlannedRun] = {}
+    for artifact in parse_only(only):
+        for run in artifact_runs(profile, artifact):
+            entry = planned.setdefault(run_id(run), PlannedRun(run, []))
+            if artifact not in entry.artifacts:
+                entry.artifacts.append(artifact)
+    return list(planned.values())
+
+
+def plan_preparations(profile: Profile, runs: list[PlannedRun]) -> list[tuple[str, str]]:
+    """The (pair, task) sets the runs use, in profile order; preparing one also writes its Teacher
+    and Student records (Table 1's first rows)."""
+    needed = {(p.run.pair, p.run.task) for p in runs}
+    return [(pair, task) for pair in profile.pairs for task in profile.train_tasks if (pair, task) in needed]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="List the runs each table and figure needs.")
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(ARTIFACTS)}")
+    args = parser.parse_args(argv)
+    try:
+        profile = get_profile(args.profile)
+        runs = plan_runs(profile, args.only)
+    except KitError as error:
+        print(f"plan: {error}", file=sys.stderr)
+        return 2
+    for i, planned in enumerate(runs, 1):
+        print(f"[{i:>3}] {planned.label:<48} {planned.run_id:<52} {','.join(planned.artifacts)}")
+    print(f"{len(runs)} runs; preparations: {', '.join(f'{p}/{t}' for p, t in plan_preparations(profile, runs))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
