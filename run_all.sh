@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # adaswitch-kit: set up the environment if needed, then run the main job or the tests.
 #
-#   ./run_all.sh                      # main job on the default `cpu` profile (no GPU, no network)
-#   ./run_all.sh --profile smoke      # the same pipeline in seconds per step
+#   ./run_all.sh                      # every table and figure of the default `cpu` profile (no GPU, no network)
+#   ./run_all.sh --profile smoke      # the same pipeline in minutes
+#   ./run_all.sh --only table1,fig6 --jobs 2 --dry-run   # a subset, side by side, just the plan
 #   ./run_all.sh --test               # the test suite (extra arguments go to pytest)
 #
 # When no environment with the kit is active, a .venv is created here and the kit installed into it
@@ -12,23 +13,34 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'USAGE'
-usage: ./run_all.sh [--profile NAME] [--test [PYTEST ARGS...]] [--help]
+usage: ./run_all.sh [--profile NAME] [--only ARTIFACTS] [--jobs N] [--dry-run] [--test [PYTEST ARGS...]] [--help]
 
-  --profile NAME   smoke | cpu (default) | colab | paper  (see README: Profiles)
+  --profile NAME   smoke | cpu (default) | cpu-full | colab | paper  (see README: Profiles)
+  --only LIST      comma-separated subset of: table1,table2,fig3,fig4,fig5,fig6,fig7,fig8,fig9
+  --jobs N         runs side by side, each with cores/N torch threads (default: one per core
+                   for the offline profiles, 1 for Hub models)
+  --dry-run        print the plan (every job, finished or not) and its estimated time
   --test           run the test suite instead of the main job; later arguments go to pytest
                    (e.g. ./run_all.sh --test -m slow)
   --help           this text
+
+Finished runs are skipped: an interrupted run_all continues where it stopped. Progress is one
+line per job; each notebook's output goes to results/<profile>/logs/.
 USAGE
 }
 
 profile=cpu
 mode=run
 extra=()
+pipeline_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --profile) [ $# -ge 2 ] || { echo "run_all.sh: --profile needs a name: smoke, cpu, colab, paper" >&2; exit 2; }
-               profile="$2"; shift 2 ;;
+    --profile|--only|--jobs)
+               [ $# -ge 2 ] || { echo "run_all.sh: $1 needs a value; try ./run_all.sh --help" >&2; exit 2; }
+               if [ "$1" = --profile ]; then profile="$2"; else pipeline_args+=("$1" "$2"); fi; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
+    --only=*|--jobs=*) pipeline_args+=("$1"); shift ;;
+    --dry-run) pipeline_args+=("$1"); shift ;;
     --test) mode=test; shift; extra=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1'; try ./run_all.sh --help" >&2; exit 2 ;;
@@ -66,4 +78,4 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if [ "$mode" = test ]; then
   exec "$PY" -m pytest "${extra[@]}"
 fi
-exec "$PY" -m adaswitch_lib.pipeline --profile "$profile"
+exec "$PY" -m adaswitch_lib.pipeline --profile "$profile" ${pipeline_args[@]+"${pipeline_args[@]}"}

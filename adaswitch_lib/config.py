@@ -371,4 +371,4 @@ if __name__ == "__main__":
     import pandas as pd
     table = pd.DataFrame({name: flat_fields(get_profile(name)) for name in PROFILES})
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
-        print(table.to_string())
+        print(table.to_string(line_width=160))  # wraps the profiles into blocks a screen wide

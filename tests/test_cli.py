@@ -25,7 +25,7 @@ def test_help_lists_every_option_with_its_default_and_valid_values():
 @pytest.mark.parametrize("argv,message", [
     (["distill", "--profile", "smoke", "--method", "magic"], "unknown method 'magic'; valid names: sft, seqkd"),
     (["distill", "--profile", "smoke", "--K", "-1"], "adaswitch_k (K) = -1.0 is outside the allowed range (0, inf)"),
-    (["distill", "--profile", "nope"], "unknown profile 'nope'; valid names: smoke, cpu, colab, paper"),
+    (["distill", "--profile", "nope"], "unknown profile 'nope'; valid names: smoke, cpu, cpu-full, colab, paper"),
     (["distill", "--profile", "smoke", "--set", "kd_stepz=3"], "--set 'kd_stepz=3': use FIELD=VALUE with a profile field"),
     (["distill", "--profile", "smoke", "--set", "kd_steps=many"], "--set 'kd_steps=many': kd_steps takes a int"),
 ])

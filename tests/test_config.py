@@ -21,7 +21,7 @@ def test_profiles_carry_the_paper_hyperparameters():
 
 
 def test_named_profiles_and_tiny_sizes():
-    assert set(PROFILES) == {"smoke", "cpu", "colab", "paper"}
+    assert set(PROFILES) == {"smoke", "cpu", "cpu-full", "colab", "paper"}
     smoke, cpu = get_profile("smoke"), get_profile("cpu")
     assert smoke.offline and cpu.offline and not get_profile("paper").offline
     assert smoke.teacher_shape != cpu.teacher_shape and smoke.kd_steps < cpu.kd_steps
@@ -48,7 +48,7 @@ def test_run_id_is_stable_and_sensitive():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: get_profile("laptop"), "unknown profile 'laptop'; valid names: smoke, cpu, colab, paper"),
+    (lambda: get_profile("laptop"), "unknown profile 'laptop'; valid names: smoke, cpu, cpu-full, colab, paper"),
     (lambda: RunConfig(profile=get_profile("smoke"), task="gsm9k"), "unknown task 'gsm9k'; valid names: gsm8k"),
     (lambda: RunConfig(profile=get_profile("smoke"), pair="gpt"), "unknown pair 'gpt'; valid names: qwen"),
     (lambda: RunConfig(profile=get_profile("smoke"), method="dpo"), "unknown method 'dpo'; valid names: sft"),
