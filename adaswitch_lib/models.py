@@ -38,11 +38,17 @@ def hub_ids(pair: str, instruct: bool = False) -> tuple[str, str]:
     return tuple(f"{name}-Instruct" if instruct else name for name in HUB_PAIRS[pair])
 
 
-def device_and_dtype(dtype: str = "auto", device: str | None = None) -> tuple[torch.device, torch.dtype]:
-    """bf16 on CUDA and fp32 on CPU unless asked otherwise; the device from the caller or automatic."""
+def device_and_dtype(dtype: str = "auto", device: str | None = None,
+                     bf16_supported: bool | None = None) -> tuple[torch.device, torch.dtype]:
+    """bf16 on a CUDA GPU that has it, fp32 elsewhere (CPU, or a GPU without bf16 such as Colab's
+    T4: fp16 weights overflow in some Hub models, and the T4's 15 GB hold a 1.5B teacher in fp32);
+    the device from the caller or automatic. `bf16_supported` fakes the GPU's answer in tests."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype == "auto":
-        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return device, torch.float32
+        bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+        return device, torch.bfloat16 if bf16 else torch.float32
     return device, getattr(torch, dtype)
 
 

@@ -286,3 +286,13 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process(cache, tm
     assert two["run_id"] == one["run_id"]
     assert two["student_checksums"][0] == pytest.approx(one["student_checksums"][0], rel=1e-6)
     assert two["metrics"]["final_loss"] == pytest.approx(one["metrics"]["final_loss"], rel=1e-5)
+
+
+def test_weights_dtype_falls_back_to_fp32_on_a_gpu_without_bf16():
+    """Colab's T4 has no bf16: the frozen teacher loads in fp32 there (checked by faking the
+    capability; no GPU needed), bf16 on GPUs that have it, fp32 on CPU."""
+    from adaswitch_lib.models import device_and_dtype
+    assert device_and_dtype("auto", "cpu")[1] == torch.float32
+    assert device_and_dtype("auto", "cuda", bf16_supported=True)[1] == torch.bfloat16
+    assert device_and_dtype("auto", "cuda", bf16_supported=False)[1] == torch.float32
+    assert device_and_dtype("float16", "cuda", bf16_supported=False)[1] == torch.float16

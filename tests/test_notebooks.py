@@ -23,8 +23,8 @@ def test_notebook_is_clean_and_parameterised(path):
 
 
 # The report notebooks (04-11) read the records of many runs: test_pipeline executes them after a
-# smoke pipeline. These three stand alone.
-STANDALONE = [p for p in NOTEBOOKS if p.stem in ("01_tasks", "02_prepare", "03_distill")]
+# smoke pipeline. These four stand alone.
+STANDALONE = [p for p in NOTEBOOKS if p.stem in ("00_walkthrough", "01_tasks", "02_prepare", "03_distill")]
 
 
 def test_report_notebooks_are_the_pipelines():
