@@ -18,7 +18,7 @@ from pathlib import Path
 
 from adaswitch_lib.config import Profile, get_profile, run_id
 from adaswitch_lib.errors import KitError
-from adaswitch_lib.plan import DEFAULT_K, DEFAULT_WINDOW, EARLY_METHODS, artifact_runs
+from adaswitch_lib.plan import DEFAULT_K, DEFAULT_WINDOW, artifact_runs
 from adaswitch_lib.report import COLUMN_LABEL, pair_label
 from adaswitch_lib.results import ROBUSTNESS_TWIN, load_records
 
@@ -50,7 +50,7 @@ def save_figure(fig, name: str, out_dir: Path) -> list[Path]:
     return paths
 
 
-def read_log(folder) -> "pd.DataFrame":
+def read_log(folder):
     """A run's step log (log.jsonl) as a DataFrame; `seconds.*` columns hold the time split."""
     import pandas as pd
     rows = [json.loads(line) for line in (Path(folder) / "log.jsonl").read_text().splitlines() if line.strip()]

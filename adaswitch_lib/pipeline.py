@@ -13,8 +13,8 @@ notebooks' own output goes to `results/<profile>/logs/`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
-import json
 import os
 import shutil
 import subprocess
@@ -36,6 +36,7 @@ REPORTS = {"table1": "04_table1.ipynb", "table2": "05_table2.ipynb", "fig3": "06
            "fig4": "07_fig4_fig7.ipynb", "fig7": "07_fig4_fig7.ipynb", "fig5": "08_fig5_fig8.ipynb",
            "fig8": "08_fig5_fig8.ipynb", "fig6": "09_fig6.ipynb", "fig9": "10_fig9.ipynb"}
 CLAIMS = "11_claims.ipynb"
+PHASES = ("prepare", "distill", "report")  # each phase needs the one before it
 # Rough seconds per KD step of one 1-thread process on the cpu profile's shapes, for the time
 # estimate before any run of the method has finished (measured records replace them).
 SECONDS_PER_STEP = {"sft": 0.25, "seqkd": 0.25, "off_policy": 0.3, "on_policy": 0.45, "imitkd": 0.4,
@@ -85,7 +86,7 @@ def build_jobs(profile: Profile, only=None, results_dir: str = "results", cache_
                         dict(common, pair=pair, task=task, cache_dir=str(cache_dir)), f"prepare-{pair}-{task}",
                         estimate=5.0 if profile.name == "smoke" else 300.0, done=done))
     for item in planned:
-        run = item.run.__class__(**{**item.run.__dict__, "results_dir": str(results_dir)})
+        run = dataclasses.replace(item.run, results_dir=str(results_dir))
         params = dict(common, pair=run.pair, task=run.task, method=run.method, divergence=run.divergence,
                       adaswitch_k=float(run.adaswitch_k), adaswitch_window=int(run.adaswitch_window), seed=run.seed,
                       cache_dir=str(cache_dir))
@@ -148,7 +149,7 @@ def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: 
             print(f"[{i}/{len(plan)}] {job.label:<58} {state}")
         return 0
     failures, phase_seconds, count = [], {}, 0
-    for phase in ("prepare", "distill", "report"):
+    for phase in PHASES:
         batch = [j for j in plan if j.kind == phase]
         t0 = time.perf_counter()
         width = 1 if phase == "report" else jobs  # reports read every record: one after another
@@ -166,9 +167,8 @@ def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: 
                 ok, where = future.result()
                 count += 1
                 left -= job.estimate
-                eta = left / width + sum(j.estimate for j in plan if j.kind != phase and not j.done and
-                                         ("prepare", "distill", "report").index(j.kind) >
-                                         ("prepare", "distill", "report").index(phase))
+                later = PHASES[PHASES.index(phase) + 1:]
+                eta = left / width + sum(j.estimate for j in plan if j.kind in later and not j.done)
                 status = f"{job.seconds:.0f} s" if ok else f"FAILED after {job.seconds:.0f} s: see {where}"
                 print(f"[{count}/{len(plan)}] {job.label} … {status}  (~{_clock(max(eta, 0))} left)", flush=True)
                 if not ok:

@@ -27,7 +27,7 @@ import torch
 
 from adaswitch_lib import models
 from adaswitch_lib.config import Profile, RunConfig, config_hash, run_id
-from adaswitch_lib.data import load_profile_task, task_kind, token_limits, tokenize_pairs
+from adaswitch_lib.data import load_profile_task, token_limits, tokenize_pairs
 from adaswitch_lib.distill import distill, make_accelerator
 from adaswitch_lib.evaluate import Evaluation, evaluate, validation_loss
 from adaswitch_lib.methods import get_method

@@ -60,7 +60,7 @@ def lab(tmp_path):
 
 
 def test_walkthrough_runs_in_jupyterlab_with_plots_and_widgets(lab):
-    selenium = pytest.importorskip("selenium")
+    pytest.importorskip("selenium")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
