@@ -24,6 +24,7 @@ METHODS = tuple(_METHOD_TABLE)  # sft, seqkd, off_policy, on_policy, imitkd, skd
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_reverse_kl")
 SKD_RULES = ("top_k", "top_p")
+CONTINUATIONS = ("speculative", "exact")  # how a switched AdaSwitch row samples the teacher
 PROFILES = ("smoke", "cpu", "cpu-full", "colab", "paper")
 
 
@@ -287,6 +288,8 @@ class RunConfig:
     skd_top_k: int = 25               # SKD paper default
     skd_top_p: float = 0.5            # AdaSwitch's "K_skd = 0.5" read as a nucleus
     imitkd_beta_start: float = 1.0    # ImitKD: probability of ground truth, decays linearly to 0
+    teacher_continuation: str = "speculative"  # AdaSwitch after the switch: the teacher's own distribution
+                                      # sampled speculatively (student drafts), or "exact" (token by token)
     results_dir: str = _unaffecting("results")  # records go to <results_dir>/<profile>/runs/<run_id>/
 
     def __post_init__(self):
@@ -297,6 +300,7 @@ class RunConfig:
         _check_name("method", self.method, METHODS)
         _check_name("divergence", self.divergence, DIVERGENCES)
         _check_name("skd_rule", self.skd_rule, SKD_RULES)
+        _check_name("teacher_continuation", self.teacher_continuation, CONTINUATIONS)
         _check_name("loss_reduction", self.loss_reduction, ("sequence", "token"))
         _check_range("seed", self.seed, low=0)
         _check_range("jsd_beta", self.jsd_beta, low=0, high=1)

@@ -43,6 +43,7 @@ def sampler_config(run: RunConfig, tokenizer, max_new_tokens: int, keep_teacher_
                          adaswitch_window=run.adaswitch_window, adaswitch_floor=run.adaswitch_floor,
                          divergence=run.divergence, jsd_beta=run.jsd_beta, skew_alpha=run.skew_alpha,
                          skd_rule=run.skd_rule, skd_top_k=run.skd_top_k, skd_top_p=run.skd_top_p,
+                         teacher_continuation=run.teacher_continuation,
                          keep_teacher_logits=keep_teacher_logits, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer))
 

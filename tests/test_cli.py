@@ -43,7 +43,7 @@ def test_config_prints_a_readable_table():
     assert any(line.startswith("teacher_shape") and "4x256" in line for line in lines)
 
 
-ORDER = ["errors", "methods", "config", "metrics", "synth", "data", "models", "losses", "sampler", "distill",
+ORDER = ["errors", "methods", "config", "metrics", "synth", "data", "models", "losses", "decoding", "sampler", "distill",
          "evaluate", "prepare", "results", "explain", "plan", "report", "figures", "claims", "pipeline", "__main__"]
 
 

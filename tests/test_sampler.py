@@ -50,7 +50,7 @@ def test_fast_adaswitch_equals_token_by_token_reference(pair, k, window, chunk, 
     temps = dict(student_temperature=0.0, teacher_temperature=0.0) if greedy else \
         dict(student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
     cfg = SamplerConfig(max_new_tokens=40, adaswitch_k=k, adaswitch_window=window, draft_chunk=chunk,
-                        eos_token_id=EOS, **temps)
+                        eos_token_id=EOS, teacher_continuation="exact", **temps)
     for seed in range(3):
         fast, ref = run("adaswitch", pair, cfg, seed), run("adaswitch_reference", pair, cfg, seed)
         assert torch.equal(fast.sequences, ref.sequences)
@@ -62,6 +62,97 @@ def test_fast_adaswitch_equals_token_by_token_reference(pair, k, window, chunk, 
         assert (fast.stats["switch_index"][switched] <= fast.stats["response_length"][switched]).all()
         if k == math.inf:
             assert not switched.any()
+
+
+@pytest.mark.parametrize("k, window, chunk", SETTINGS[:4])
+def test_speculative_continuation_keeps_the_exact_exploration(pair, k, window, chunk):
+    """Up to and including the switch token, speculative continuation writes what the reference writes."""
+    cfg = SamplerConfig(max_new_tokens=40, adaswitch_k=k, adaswitch_window=window, draft_chunk=chunk, eos_token_id=EOS,
+                        student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
+    for seed in range(3):
+        fast, ref = run("adaswitch", pair, cfg, seed), run("adaswitch_reference", pair, cfg, seed)
+        assert torch.equal(fast.stats["switch_index"], ref.stats["switch_index"])
+        for row in range(fast.sequences.shape[0]):
+            i = int(ref.stats["switch_index"][row])
+            n = i if i > 0 else int(ref.stats["response_length"][row])
+            assert torch.equal(fast.responses[row, :n], ref.responses[row, :n])
+        switched = fast.stats["switched"]
+        assert (fast.stats["continuation_accepted"] <= fast.stats["continuation_drafted"]).all()
+        assert (fast.stats["continuation_drafted"][~switched] == 0).all()
+
+
+SKD_SETTINGS = [  # (rule, k or p, draft_chunk, greedy): rejections rare, frequent, everywhere
+    ("top_k", 6, 8, False), ("top_k", 2, 4, False), ("top_k", 1, 16, False), ("top_k", 3, 1, False),
+    ("top_p", 0.5, 5, False), ("top_k", 2, 8, True)]
+
+
+@pytest.mark.parametrize("rule, size, chunk, greedy", SKD_SETTINGS)
+def test_skd_draft_verify_equals_token_by_token_reference(pair, rule, size, chunk, greedy):
+    temps = dict(student_temperature=0.0, teacher_temperature=0.0) if greedy else \
+        dict(student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
+    cfg = SamplerConfig(max_new_tokens=40, skd_rule=rule, skd_top_k=size if rule == "top_k" else 25,
+                        skd_top_p=size if rule == "top_p" else 0.5, draft_chunk=chunk, eos_token_id=EOS,
+                        keep_teacher_logits=True, **temps)
+    replaced = []
+    for seed in range(3):
+        fast, ref = run("skd", pair, cfg, seed), run("skd_reference", pair, cfg, seed)
+        assert torch.equal(fast.sequences, ref.sequences)
+        assert torch.equal(fast.response_mask, ref.response_mask)
+        assert torch.equal(fast.stats["replaced_tokens"], ref.stats["replaced_tokens"])
+        m = fast.response_mask.bool()
+        assert torch.allclose(fast.teacher_logits[m], ref.teacher_logits[m], atol=1e-4)
+        replaced.append(fast.stats["replaced_tokens"])
+    replaced = torch.cat(replaced)
+    assert replaced.float().std() > 0 or greedy  # rows reject at different points: they advance apart
+
+
+def test_speculative_continuation_samples_the_teacher_distribution():
+    """Sequence frequencies of speculative continuation match the exact probabilities
+    q(y0) p(y1 | y0) p(y2 | y0 y1) (the switch fires at i = 2 in every row); a residual step
+    that samples the wrong distribution fails the same bound."""
+    import adaswitch_lib.sampler as sampler_module
+    vocab, n, draws = 6, 3, 6000
+    student, teacher = tiny(vocab=vocab, seed=3), tiny(layers=2, hidden=64, vocab=vocab, seed=4)
+    for model, scale in ((student, 0.25), (teacher, 0.3)):  # unsharpen: every token has some mass
+        with torch.no_grad():
+            model.lm_head.weight.mul_(scale)
+    prompt = torch.tensor([[1, 4, 2]])
+    cfg = SamplerConfig(max_new_tokens=n, adaswitch_k=1e-9, adaswitch_window=1, student_temperature=1.0,
+                        student_top_p=1.0, teacher_temperature=1.0, teacher_top_p=1.0, eos_token_id=None,
+                        continuation_draft="student_warp")
+    ids, mask = prompt.expand(draws, -1), torch.ones(draws, 3, dtype=torch.long)
+    # exact probabilities of every sequence
+    seqs = torch.cartesian_prod(*[torch.arange(vocab)] * n)
+    full = torch.cat([prompt.expand(len(seqs), -1), seqs], 1)
+    with torch.no_grad():
+        s_logp = torch.log_softmax(student(full).logits[:, 2], -1).gather(1, seqs[:, :1])[:, 0]
+        t_logp = torch.log_softmax(teacher(full).logits[:, 3:-1], -1).gather(2, seqs[:, 1:, None])[..., 0].sum(1)
+    expected = (s_logp + t_logp).exp() * draws
+
+    def statistic():
+        t = sample_targets("adaswitch", student, teacher, ids, mask, cfg, torch.Generator().manual_seed(7))
+        assert (t.stats["switch_index"] == 2).all()
+        code = (t.responses * vocab ** torch.arange(n - 1, -1, -1)).sum(1)
+        observed = torch.bincount(code, minlength=vocab ** n).float()
+        big = expected >= 5  # chi-square over the well-filled cells, the rest pooled
+        o = torch.cat([observed[big], observed[~big].sum()[None]]) if (~big).any() else observed
+        e = torch.cat([expected[big], expected[~big].sum()[None]]) if (~big).any() else expected
+        return float(((o - e) ** 2 / e).sum()), len(o) - 1, t.stats
+
+    chi2, dof, stats = statistic()
+    drafted, accepted = stats["continuation_drafted"].sum(), stats["continuation_accepted"].sum()
+    assert 0 < accepted < drafted  # both acceptance and the residual step are exercised
+    bound = dof + 5 * math.sqrt(2 * dof)
+    assert chi2 < bound, (chi2, dof)
+    print(f"chi2 {chi2:.0f} on {dof} dof, acceptance {accepted / drafted:.2f}")
+    original = sampler_module.sample_from_probs
+    try:  # a wrong residual (uniform) must fail the bound
+        sampler_module.sample_from_probs = lambda probs, u: original(torch.ones_like(probs), u)
+        wrong, _, _ = statistic()
+    finally:
+        sampler_module.sample_from_probs = original
+    print(f"wrong residual: chi2 {wrong:.0f}")
+    assert wrong > bound, (wrong, bound)
 
 
 def test_the_settings_cover_early_late_and_no_switches(pair):

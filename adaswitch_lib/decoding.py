@@ -1,0 +1,284 @@
+"""Decoding building blocks shared by the samplers: settings, the target batch, warped sampling
+distributions driven by given uniform numbers, a KV-cached decoder whose rows may advance by
+different amounts, and the per-row bookkeeping of a rollout.
+
+    python -m adaswitch_lib.sampler      # the samplers that use them, on tiny random models
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from adaswitch_lib.config import CONTINUATIONS, SKD_RULES, _check_name, _check_range
+from adaswitch_lib.errors import ConfigError
+from adaswitch_lib.losses import DIVERGENCES
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    max_new_tokens: int = 64
+    student_temperature: float = 0.5   # paper §3.3; 0 = greedy
+    student_top_p: float = 0.5
+    teacher_temperature: float = 0.2
+    teacher_top_p: float = 0.5
+    adaswitch_k: float = 3.0           # K: switch when d_i > K * mean(d_{i-L} .. d_{i-1})
+    adaswitch_window: int = 10         # L
+    adaswitch_floor: float = 0.0       # optional absolute floor on d_i; 0 = the paper's rule
+    divergence: str = "forward_kl"     # D in the switch rule, at temperature 1
+    jsd_beta: float = 0.5
+    skew_alpha: float = 0.1
+    skd_rule: str = "top_k"            # keep a student token inside the teacher's top-k ("top_k") or nucleus ("top_p")
+    skd_top_k: int = 25
+    skd_top_p: float = 0.5
+    draft_chunk: int = 8               # gamma: student tokens drafted per teacher verification pass
+    teacher_continuation: str = "speculative"  # a switched AdaSwitch row: "speculative" (student drafts,
+                                       # min(1, p/q) acceptance: the teacher's distribution) or "exact" (token by token)
+    continuation_draft: str = "teacher_warp"  # q for that: the student at the teacher's temperature/top-p, or "student_warp"
+    keep_teacher_logits: bool = False  # return the teacher's response logits (skd/adaswitch) for the loss
+    eos_token_id: int | None = None
+    pad_token_id: int = 0
+    vocab_size: int | None = None      # the tokenizer's length; logits past it (padding rows) are dropped
+
+    def __post_init__(self):
+        _check_range("max_new_tokens", self.max_new_tokens, low=1)
+        for name in ("student_temperature", "teacher_temperature", "adaswitch_floor"):
+            _check_range(name, getattr(self, name), low=0)
+        for name in ("student_top_p", "teacher_top_p", "skd_top_p"):
+            _check_range(name, getattr(self, name), low=0, high=1, low_open=True)
+        _check_range("adaswitch_k (K)", self.adaswitch_k, low=0, low_open=True)
+        _check_range("adaswitch_window (L)", self.adaswitch_window, low=1)
+        _check_range("skd_top_k", self.skd_top_k, low=1)
+        _check_range("draft_chunk", self.draft_chunk, low=1)
+        _check_name("divergence", self.divergence, DIVERGENCES)
+        _check_name("skd_rule", self.skd_rule, SKD_RULES)
+        _check_name("teacher_continuation", self.teacher_continuation, CONTINUATIONS)
+        _check_name("continuation_draft", self.continuation_draft, ("teacher_warp", "student_warp"))
+
+
+@dataclass
+class Targets:
+    sequences: torch.Tensor        # [B, P + N]: left-padded prompt, then the response (pad after EOS)
+    attention_mask: torch.Tensor   # [B, P + N]
+    response_mask: torch.Tensor    # [B, N]: 1 on response tokens up to and including EOS
+    prompt_length: int             # P
+    stats: dict = field(default_factory=dict)  # per-sequence tensors [B]
+    teacher_logits: torch.Tensor | None = None  # [B, N, V] when kept
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.sequences[:, self.prompt_length:]
+
+
+def shared_vocab_size(student, teacher, tokenizer_size: int | None = None) -> int:
+    """The vocabulary both models score. Embedding matrices may differ by padding rows (Qwen2.5
+    0.5B-3B: 151,936; 7B+: 152,064): then logits are sliced to the tokenizer's length."""
+    s, t = student.config.vocab_size, teacher.config.vocab_size
+    if tokenizer_size is None and s != t:
+        raise ConfigError(f"teacher vocabulary ({t}) and student vocabulary ({s}) differ; pass the shared "
+                          f"tokenizer's length if they differ only by padding rows")
+    size = tokenizer_size or s
+    if size > min(s, t):
+        raise ConfigError(f"teacher vocabulary ({t}) and student vocabulary ({s}) cannot both hold the "
+                          f"tokenizer's {size} tokens: the models do not share a vocabulary")
+    return size
+
+
+def _sample(probs: torch.Tensor, uniform: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse CDF: the token whose cumulative (unnormalised) probability first reaches u * total."""
+    cdf = probs.cumsum(-1)
+    index = torch.searchsorted(cdf, (uniform.to(cdf) * cdf[..., -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
+    return (index if order is None else order.gather(-1, index)).squeeze(-1)
+
+
+def sample_from_logits(logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor) -> torch.Tensor:
+    """One token per row by inverse CDF over the temperature/top-p distribution, driven by the given
+    uniform numbers [B] (so two samplers given the same numbers draw the same tokens). T=0: greedy."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    order = None
+    if top_p < 1:  # keep the smallest prefix (by probability) whose mass reaches top_p, at least one token
+        probs, order = probs.sort(dim=-1, descending=True)
+        probs = probs * ((probs.cumsum(-1) - probs) < top_p)
+    return _sample(probs, uniform, order)
+
+
+def warped_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The distribution `sample_from_logits` draws from, normalised, in vocabulary order [..., V]."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        ranked, order = probs.sort(dim=-1, descending=True)
+        keep = ((ranked.cumsum(-1) - ranked) < top_p).float()
+        probs = probs * torch.zeros_like(probs).scatter(-1, order, keep)
+    return probs / probs.sum(-1, keepdim=True)
+
+
+def sample_from_probs(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One token per row from (possibly unnormalised) probabilities [..., V] by inverse CDF."""
+    return _sample(probs, uniform)
+
+
+def in_acceptance_set(teacher_logits, tokens, cfg: SamplerConfig) -> torch.Tensor:
+    """SKD: is each student token inside the teacher's top-k, or its top-p nucleus (at the teacher's
+    sampling temperature, as the official SKD code warps before testing)? Shapes [...] and [..., V]."""
+    if cfg.skd_rule == "top_k":
+        k = min(cfg.skd_top_k, teacher_logits.shape[-1])
+        return (teacher_logits.topk(k, dim=-1).indices == tokens[..., None]).any(-1)
+    probs = torch.softmax(teacher_logits.float() / (cfg.teacher_temperature or 1.0), dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    inside = (sorted_probs.cumsum(-1) - sorted_probs) < cfg.skd_top_p
+    return (inside & (order == tokens[..., None])).any(-1)
+
+
+class Decoder:
+    """One model's KV cache over a left-padded batch. Position ids come from the attention mask (a
+    hand-written loop must supply them, `generate` would derive them itself). Rows may advance by
+    different amounts: a round feeds the same number of slots to every row, then `settle` keeps
+    each row's first `valid` slots and masks the rest out (the cache keeps them; attention skips them)."""
+
+    def __init__(self, model, ids, mask, vocab: int, max_new_tokens: int):
+        self.model, self.vocab, self.cache = model, vocab, DynamicCache()
+        # one mask with room for the new slots, sliced per step (no concatenation per token)
+        self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], 2 * max_new_tokens + 16)], dim=1)
+        self.width = mask.shape[1]
+        self.next_position = mask.sum(-1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=self.cache,
+                    use_cache=True, logits_to_keep=1)
+        self.next_logits = out.logits[:, -1, :vocab]
+
+    def feed(self, tokens: torch.Tensor, all_logits: bool = False) -> torch.Tensor:
+        """Append tokens [B, k]; return their logits [B, k, V] (only the last unless all_logits)."""
+        k = tokens.shape[1]
+        if self.width + k > self.mask.shape[1]:  # wasted draft slots used the room up: grow it
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], self.mask.shape[1])], dim=1)
+        self.mask[:, self.width: self.width + k] = 1
+        self.width += k
+        positions = self.next_position[:, None] + torch.arange(k, device=tokens.device)
+        out = self.model(input_ids=tokens, attention_mask=self.mask[:, : self.width], position_ids=positions,
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1)
+        self.next_position = self.next_position + k
+        logits = out.logits[..., : self.vocab]
+        self.next_logits = logits[:, -1]
+        return logits
+
+    def settle(self, fed: int, valid: torch.Tensor) -> None:
+        """Of the last `fed` slots keep each row's first valid[b]; the others no longer exist."""
+        if fed:
+            keep = torch.arange(fed, device=valid.device) < valid[:, None]
+            self.mask[:, self.width - fed: self.width] = keep.to(self.mask.dtype)
+            self.next_position = self.next_position - fed + valid
+
+class Rollout:
+    """Per-row bookkeeping shared by the samplers: tokens, finished rows, divergences, switches."""
+
+    def __init__(self, batch: int, cfg: SamplerConfig, device, keep_logits_vocab: int | None):
+        n = cfg.max_new_tokens
+        self.cfg, self.length = cfg, 0
+        self.tokens = torch.full((batch, n), cfg.pad_token_id, dtype=torch.long, device=device)
+        self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.d = torch.full((batch, n), float("nan"), device=device)
+        self.switch_at = torch.full((batch,), -1, dtype=torch.long, device=device)  # 0-based; i = switch_at + 1
+        self.d_at_switch = torch.full((batch,), float("nan"), device=device)
+        self.mean_at_switch = torch.full((batch,), float("nan"), device=device)
+        self.replaced = torch.zeros(batch, dtype=torch.long, device=device)
+        self.keep_logits = bool(keep_logits_vocab)
+        self.teacher_logits = None  # [B, N, V] in the model's dtype, allocated at the first write
+        self.continuation = None    # speculative continuation: (drafts verified, drafts accepted) per row
+
+    def window_mean(self, d_new: torch.Tensor, start: int) -> torch.Tensor:
+        """mean(d_{j-L} .. d_{j-1}) for positions j = start .. start+g-1 given their d [B, g]."""
+        window = self.cfg.adaswitch_window
+        history = torch.cat([self.d[:, :start], d_new], dim=1).nan_to_num(0.0)
+        sums = torch.nn.functional.pad(history.cumsum(-1), (1, 0))
+        j = torch.arange(start, start + d_new.shape[1], device=d_new.device)
+        return (sums[:, j] - sums[:, (j - window).clamp(min=0)]) / window
+
+    def fires(self, d_new: torch.Tensor, start: int, live: torch.Tensor) -> torch.Tensor:
+        """The switch rule for positions start.. [B, g]: i > L, d_i > K * window mean (and > floor)."""
+        cfg = self.cfg
+        mean = self.window_mean(d_new, start)
+        j = torch.arange(start, start + d_new.shape[1], device=d_new.device)
+        return live & (j >= cfg.adaswitch_window) & (d_new > cfg.adaswitch_k * mean) & (d_new > cfg.adaswitch_floor)
+
+    def switch(self, rows: torch.Tensor, j: int, d_j: torch.Tensor, mean_j: torch.Tensor) -> None:
+        self.switch_at = torch.where(rows, j, self.switch_at)
+        self.d_at_switch = torch.where(rows, d_j, self.d_at_switch)
+        self.mean_at_switch = torch.where(rows, mean_j, self.mean_at_switch)
+
+    def fires_at(self, d_new: torch.Tensor, position: torch.Tensor, rows: torch.Tensor):
+        """The switch rule where each row b is at its own response position: d_new [B, g] holds d at
+        positions position[b] + k. Returns (fire [B, g], window mean [B, g])."""
+        cfg, g = self.cfg, d_new.shape[1]
+        index = position[:, None] + torch.arange(g, device=d_new.device)
+        history = torch.nn.functional.pad(self.d.nan_to_num(0.0), (0, g)).scatter(1, index, d_new)
+        sums = torch.nn.functional.pad(history.cumsum(-1), (1, 0))
+        mean = (sums.gather(1, index) - sums.gather(1, (index - cfg.adaswitch_window).clamp(min=0))) / cfg.adaswitch_window
+        fire = rows & (index >= cfg.adaswitch_window) & (d_new > cfg.adaswitch_k * mean) & (d_new > cfg.adaswitch_floor)
+        return fire, mean
+
+    def put(self, buffer: torch.Tensor, values: torch.Tensor, position: torch.Tensor, count: torch.Tensor) -> None:
+        """buffer[b, position[b] + k] = values[b, k] for k < count[b] (in place; other cells untouched)."""
+        g = values.shape[1]
+        k = torch.arange(g, device=values.device)
+        written = k < count[:, None]
+        index = torch.where(written, position[:, None] + k, buffer.shape[1] + k)  # unwritten -> scratch columns
+        wide = torch.cat([buffer, buffer.new_zeros(buffer.shape[0], g)], 1).scatter(1, index, values.to(buffer.dtype))
+        buffer.copy_(wide[:, : buffer.shape[1]])
+
+    def write(self, tokens: torch.Tensor, count: torch.Tensor, position: torch.Tensor,
+              teacher_logits: torch.Tensor | None = None) -> None:
+        """Row b writes tokens[b, :count[b]] at response positions position[b]...; it finishes at EOS."""
+        self.put(self.tokens, tokens, position, count)
+        written = torch.arange(tokens.shape[1], device=tokens.device) < count[:, None]
+        if self.keep_logits and teacher_logits is not None:
+            if self.teacher_logits is None:
+                self.teacher_logits = teacher_logits.new_zeros(tokens.shape[0], self.cfg.max_new_tokens, teacher_logits.shape[-1])
+            rows, k = written.nonzero(as_tuple=True)
+            self.teacher_logits[rows, position[rows] + k] = teacher_logits[rows, k]
+        if self.cfg.eos_token_id is not None:
+            self.finished |= (written & (tokens == self.cfg.eos_token_id)).any(-1)
+        self.length = max(self.length, int((position + count).max()))
+
+    def append(self, y: torch.Tensor, j: int, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Write position j (pad for finished rows); return the tokens written."""
+        y = torch.where(self.finished, self.cfg.pad_token_id, y)
+        self.tokens[:, j] = y
+        if self.keep_logits and teacher_logits is not None:
+            if self.teacher_logits is None:
+                self.teacher_logits = teacher_logits.new_zeros(y.shape[0], self.cfg.max_new_tokens, teacher_logits.shape[-1])
+            self.teacher_logits[:, j] = teacher_logits
+        if self.cfg.eos_token_id is not None:
+            self.finished = self.finished | (y == self.cfg.eos_token_id)
+        self.length = j + 1
+        return y
+
+    def targets(self, ids, mask, method: str) -> Targets:
+        n = self.length
+        tokens = self.tokens[:, :n]
+        response_mask = torch.ones_like(tokens)
+        if self.cfg.eos_token_id is not None:  # 1 up to and including the first EOS
+            is_eos = (tokens == self.cfg.eos_token_id).long()
+            response_mask = ((is_eos.cumsum(-1) - is_eos) == 0).long()
+        lengths = response_mask.sum(-1)
+        switched = self.switch_at >= 0
+        stats = dict(response_length=lengths)
+        if method.startswith("adaswitch"):
+            student_tokens = torch.where(switched, self.switch_at, lengths)
+            stats.update(switched=switched, switch_index=torch.where(switched, self.switch_at + 1, -1),
+                         relative_switch_position=torch.where(switched, self.switch_at / lengths.clamp(min=1), float("nan")),
+                         student_token_share=student_tokens / lengths.clamp(min=1),
+                         teacher_tokens=lengths - student_tokens, d_at_switch=self.d_at_switch,
+                         window_mean_at_switch=self.mean_at_switch)
+        if self.continuation is not None:
+            stats.update(continuation_drafted=self.continuation[0], continuation_accepted=self.continuation[1])
+        if method.startswith("skd"):
+            stats.update(replaced_tokens=self.replaced, replaced_rate=self.replaced / lengths.clamp(min=1))
+        logits = self.teacher_logits[:, :n] if self.teacher_logits is not None else None
+        return Targets(torch.cat([ids, tokens], 1), torch.cat([mask, response_mask], 1), response_mask,
+                       ids.shape[1], stats, logits)
+
+
