@@ -32,8 +32,8 @@ class SamplerConfig:
     skd_top_k: int = 25
     skd_top_p: float = 0.5
     draft_chunk: int = 8               # gamma: student tokens drafted per teacher verification pass
-    teacher_continuation: str = "speculative"  # a switched AdaSwitch row: "speculative" (student drafts,
-                                       # min(1, p/q) acceptance: the teacher's distribution) or "exact" (token by token)
+    teacher_continuation: str = "exact"  # a switched AdaSwitch row: "exact" (teacher token by token) or "speculative"
+                                       # (student drafts, min(1, p/q) acceptance: the teacher's distribution)
     continuation_draft: str = "teacher_warp"  # q for that: the student at the teacher's temperature/top-p, or "student_warp"
     keep_teacher_logits: bool = False  # return the teacher's response logits (skd/adaswitch) for the loss
     eos_token_id: int | None = None

@@ -40,7 +40,7 @@ PHASES = ("prepare", "distill", "report")  # each phase needs the one before it
 # Rough seconds per KD step of one 1-thread process on the cpu profile's shapes, for the time
 # estimate before any run of the method has finished (measured records replace them).
 SECONDS_PER_STEP = {"sft": 0.25, "seqkd": 0.25, "off_policy": 0.3, "on_policy": 0.45, "imitkd": 0.4,
-                    "skd": 0.7, "adaswitch": 0.6}
+                    "skd": 0.6, "adaswitch": 0.6}
 
 
 @dataclass
@@ -150,9 +150,10 @@ def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: 
         return 0
     failures, phase_seconds, count = [], {}, 0
     for phase in PHASES:
-        batch = [j for j in plan if j.kind == phase]
-        t0 = time.perf_counter()
         width = 1 if phase == "report" else jobs  # reports read every record: one after another
+        # longest first: the last job to start is a short one, so no core idles through a long tail
+        batch = sorted((j for j in plan if j.kind == phase), key=lambda j: -j.estimate if width > 1 else 0)
+        t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=width) as pool:
             futures = {}
             for job in batch:

@@ -16,11 +16,10 @@ import sys
 
 from adaswitch_lib.config import Profile, RunConfig, get_profile, run_id
 from adaswitch_lib.errors import KitError
-from adaswitch_lib.methods import METHODS
+from adaswitch_lib.methods import EARLY_METHODS, METHODS
 
 ARTIFACTS = ("table1", "table2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9")
 TABLE2_METHODS = ("off_policy", "on_policy", "skd", "adaswitch")  # paper Table 2's rows
-EARLY_METHODS = ("on_policy", "off_policy", "adaswitch")            # Figures 5 and 8
 DEFAULT_K, DEFAULT_WINDOW = 3.0, 10                                 # paper §3.3, and RunConfig's defaults
 
 

@@ -1,6 +1,8 @@
-"""Sampler cost, side by side in one run: on-policy, fast AdaSwitch, the token-by-token reference,
-SKD and HF `generate`, in three regimes (no row switches, rows switch late, most switch early).
+"""Sampler cost, side by side in one run: on-policy, AdaSwitch (exact and speculative teacher
+continuation), SKD, their token-by-token references and HF `generate`, in three regimes (no row
+switches, rows switch late, most switch early) -- or on a trained pair with its real statistics.
 
+    python benchmarks/bench_sampler.py --trained cpu:tiny-qwen:synth_gsm   # a prepared pair, real prompts
     python benchmarks/bench_sampler.py                                  # tiny cpu-profile shapes, CPU
     python benchmarks/bench_sampler.py --device cuda --dtype bfloat16 \\
         --teacher-shape 36,2048,16,2,11008 --student-shape 24,896,14,2,4864 --vocab 151936   # Qwen2.5-3B/0.5B shapes
@@ -14,6 +16,7 @@ and reported as the median; ratios are of medians from this one run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import time
@@ -46,6 +49,75 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def trained(spec: str, repeats: int, batches: int, threads: int):
+    """The prepared pair of `profile:pair:task` on its test prompts, with the profile's sampler settings."""
+    from pathlib import Path
+    from adaswitch_lib.config import RunConfig, get_profile
+    from adaswitch_lib.data import load_profile_task, token_limits, tokenize_prompts
+    from adaswitch_lib.distill import sampler_config
+    from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, pair_folder_if_ready
+    profile_name, pair, task = spec.split(":")
+    profile = get_profile(profile_name)
+    folder = pair_folder_if_ready(profile, pair, task, Path(CACHE_ROOT))
+    if folder is None:
+        raise SystemExit(f"no prepared {pair} on {task} for profile {profile_name}: run "
+                         f"`python -m adaswitch_lib prepare --profile {profile_name} --pair {pair} --task {task}` first")
+    teacher, student, tokenizer = load_prepared(folder, profile.dtype)
+    max_prompt, max_new = token_limits(profile, task)
+    examples = load_profile_task(profile, task, "test")[: batches * profile.kd_batch_size]
+    prompts = tokenize_prompts(tokenizer, examples, max_prompt)
+    size = profile.kd_batch_size
+    batches = [left_pad(prompts[i:i + size], tokenizer.pad_token_id) for i in range(0, len(prompts), size)]
+    base = sampler_config(RunConfig(profile, pair=pair, task=task), tokenizer, max_new, keep_teacher_logits=True)
+
+    def score(targets):
+        positions = (targets.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            teacher(input_ids=targets.sequences, attention_mask=targets.attention_mask, position_ids=positions)
+
+    def over_batches(method, cfg, with_score=False):
+        stats = []
+        for b, (ids, mask) in enumerate(batches):
+            t = sample_targets(method, student, teacher, ids, mask, cfg, torch.Generator().manual_seed(b))
+            if with_score:
+                score(t)
+            stats.append(t.stats)
+        return stats
+
+    variants = {
+        "on-policy (student + score)": ("student", base, True),
+        "adaswitch, exact continuation": ("adaswitch", dataclasses.replace(base, teacher_continuation="exact"), False),
+        "adaswitch, speculative (q: teacher warp)": ("adaswitch", base, False),
+        "adaswitch, speculative (q: student warp)": ("adaswitch", dataclasses.replace(base, continuation_draft="student_warp"), False),
+        "adaswitch reference": ("adaswitch_reference", base, False),
+        "skd, draft -> verify": ("skd", base, False),
+        "skd reference": ("skd_reference", base, False),
+    }
+    for name, (method, cfg, with_score) in variants.items():  # warm-up
+        over_batches(method, cfg, with_score)
+    times = {name: [] for name in variants}
+    order = list(variants)
+    for r in range(repeats):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            method, cfg, with_score = variants[name]
+            start = time.perf_counter()
+            stats = over_batches(method, cfg, with_score)
+            times[name].append(time.perf_counter() - start)
+            if r == 0 and method.startswith("adaswitch"):
+                cat = lambda key: torch.cat([s[key] for s in stats]).float()
+                line = f"switched {cat('switched').mean():.0%}"
+                if "continuation_drafted" in stats[0]:
+                    line += f", continuation acceptance {cat('continuation_accepted').sum() / cat('continuation_drafted').sum().clamp(min=1):.2f}"
+                print(f"   {name}: {line}")
+    median = {name: statistics.median(t) for name, t in times.items()}
+    on = median["on-policy (student + score)"]
+    print(f"\n{spec}: {len(batches)} batches of {size} test prompts, up to {max_new} new tokens, "
+          f"{threads} threads, median of {repeats}\n")
+    print("| sampler | seconds | / on-policy |\n|---|---|---|")
+    for name, value in median.items():
+        print(f"| {name} | {value:.2f} | {value / on:.2f}x |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", "--teacher-shape", dest="teacher", default="4,256,4,2,1024",
@@ -61,8 +133,12 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trained", help="profile:pair:task of a prepared pair, e.g. cpu:tiny-qwen:synth_gsm")
+    parser.add_argument("--batches", type=int, default=4, help="with --trained: batches of test prompts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.trained:
+        return trained(args.trained, args.repeats, args.batches, args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     teacher = build(args.teacher, args.vocab, args.head_scale, 2, dtype, device)
     student = build(args.student, args.vocab, args.head_scale, 1, dtype, device)

@@ -68,7 +68,7 @@ def test_fast_adaswitch_equals_token_by_token_reference(pair, k, window, chunk, 
 def test_speculative_continuation_keeps_the_exact_exploration(pair, k, window, chunk):
     """Up to and including the switch token, speculative continuation writes what the reference writes."""
     cfg = SamplerConfig(max_new_tokens=40, adaswitch_k=k, adaswitch_window=window, draft_chunk=chunk, eos_token_id=EOS,
-                        student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
+                        teacher_continuation="speculative", student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
     for seed in range(3):
         fast, ref = run("adaswitch", pair, cfg, seed), run("adaswitch_reference", pair, cfg, seed)
         assert torch.equal(fast.stats["switch_index"], ref.stats["switch_index"])
@@ -119,7 +119,7 @@ def test_speculative_continuation_samples_the_teacher_distribution():
     prompt = torch.tensor([[1, 4, 2]])
     cfg = SamplerConfig(max_new_tokens=n, adaswitch_k=1e-9, adaswitch_window=1, student_temperature=1.0,
                         student_top_p=1.0, teacher_temperature=1.0, teacher_top_p=1.0, eos_token_id=None,
-                        continuation_draft="student_warp")
+                        teacher_continuation="speculative", continuation_draft="student_warp")
     ids, mask = prompt.expand(draws, -1), torch.ones(draws, 3, dtype=torch.long)
     # exact probabilities of every sequence
     seqs = torch.cartesian_prod(*[torch.arange(vocab)] * n)
