@@ -22,7 +22,8 @@ from adaswitch_lib.errors import ConfigError, KitError
 
 ALIASES = {"adaswitch_k": "--K", "adaswitch_window": "--L"}
 CHOICES = {"pair": config.PAIRS, "task": config.TASKS, "method": config.METHODS, "divergence": config.DIVERGENCES,
-           "skd_rule": config.SKD_RULES, "loss_reduction": ("sequence", "token")}
+           "skd_rule": config.SKD_RULES, "loss_reduction": ("sequence", "token"),
+           "teacher_continuation": config.CONTINUATIONS}
 
 
 def _profile_overrides(items: list[str]) -> dict:

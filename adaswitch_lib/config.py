@@ -288,8 +288,7 @@ class RunConfig:
     skd_top_k: int = 25               # SKD paper default
     skd_top_p: float = 0.5            # AdaSwitch's "K_skd = 0.5" read as a nucleus
     imitkd_beta_start: float = 1.0    # ImitKD: probability of ground truth, decays linearly to 0
-    teacher_continuation: str = "exact"  # AdaSwitch after the switch: token by token as Algorithm 1 reads, or
-                                      # "speculative" (student drafts, min(1, p/q) acceptance; the same distribution)
+    teacher_continuation: str = "exact"  # AdaSwitch after the switch: teacher token by token, or speculative (same distribution)
     results_dir: str = _unaffecting("results")  # records go to <results_dir>/<profile>/runs/<run_id>/
 
     def __post_init__(self):

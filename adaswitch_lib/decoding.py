@@ -31,7 +31,7 @@ class SamplerConfig:
     skd_rule: str = "top_k"            # keep a student token inside the teacher's top-k ("top_k") or nucleus ("top_p")
     skd_top_k: int = 25
     skd_top_p: float = 0.5
-    draft_chunk: int = 8               # gamma: student tokens drafted per teacher verification pass
+    draft_chunk: int = 8               # gamma: first draft length per teacher pass (then adapts, up to 4x)
     teacher_continuation: str = "exact"  # a switched AdaSwitch row: "exact" (teacher token by token) or "speculative"
                                        # (student drafts, min(1, p/q) acceptance: the teacher's distribution)
     continuation_draft: str = "teacher_warp"  # q for that: the student at the teacher's temperature/top-p, or "student_warp"

@@ -66,10 +66,14 @@ def _git_state() -> dict:
 def _device() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+    try:  # the bf16 instructions matter: bf16 autocast rounds differently without them (README)
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+        bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+        for line in info:
             if line.startswith("model name"):
-                return f"cpu: {line.split(':', 1)[1].strip()} ({torch.backends.cpu.get_cpu_capability()})"
+                capability = ", ".join([torch.backends.cpu.get_cpu_capability()] + (bf16 or ["no bf16 instructions"]))
+                return f"cpu: {line.split(':', 1)[1].strip()} ({capability})"
     except OSError:
         pass
     return f"cpu: {platform.processor() or platform.machine()}"

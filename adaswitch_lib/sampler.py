@@ -98,6 +98,7 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
     adaswitch, speculative = method == "adaswitch", cfg.teacher_continuation == "speculative"
     position = torch.zeros(batch, dtype=torch.long, device=device)  # response tokens written per row
     pending = None  # each row's last written token, fed to both models at the start of the next round
+    draft = cfg.draft_chunk  # adapts: doubles while every row keeps all it drafted, else the rows' mean advance
     drafted = torch.zeros(batch, dtype=torch.long, device=device)   # speculative continuation: drafts verified
     accepted = torch.zeros(batch, dtype=torch.long, device=device)  # ... and accepted
     while True:
@@ -117,7 +118,7 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
                 continue
             gamma = 1  # exact continuation beside exploring rows: lock-step, one token a round
         else:
-            gamma = min(cfg.draft_chunk, n - int(position[live].min()))
+            gamma = min(draft, n - int(position[live].min()))
         index = (position[:, None] + torch.arange(gamma, device=device)).clamp(max=n - 1)  # response positions
         in_range = position[:, None] + torch.arange(gamma, device=device) < n
         # 1. the student drafts gamma tokens (a switched row from q, the continuation's draft distribution)
@@ -166,6 +167,8 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
         inside = (first < gamma) & in_range[rows, at]
         replaced = live & inside & replace[rows, at]
         count = torch.where(live, first + inside.long(), 0)  # drafts kept, plus the replacing token or EOS
+        if not (count[live] > 0).all():  # a round that moves no row would loop forever: fail loudly instead
+            raise RuntimeError(f"sampler stalled: rows {(live & (count == 0)).nonzero().flatten().tolist()} wrote nothing")
         # 4. the replacing token: a teacher sample (SKD, the switch, exact continuation) or the residual
         y_t = sample_from_logits(p[rows, at], cfg.teacher_temperature, cfg.teacher_top_p, u_teacher[rows, at])
         if adaswitch and speculative and switched.any():
@@ -185,6 +188,11 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
         valid = (count - 1).clamp(min=0) + (0 if pending is None else 1)
         S.settle(fed, valid), T.settle(fed, valid)
         pending = torch.where(live, tokens[rows, (count - 1).clamp(min=0)], pad)
+        # The next round's draft length: frequent rejections make long drafts pure waste (each costs a
+        # student step), long accepted runs make short ones pay a teacher pass per few tokens.
+        advance = count[live].float().mean().item()
+        kept_all = not (replaced & live).any()
+        draft = min(2 * gamma, 4 * cfg.draft_chunk) if kept_all else max(1, round(advance) - 1)
         position = position + count
     if adaswitch and speculative:
         out.continuation = (drafted, accepted)

@@ -87,8 +87,9 @@ def trained(spec: str, repeats: int, batches: int, threads: int):
     variants = {
         "on-policy (student + score)": ("student", base, True),
         "adaswitch, exact continuation": ("adaswitch", dataclasses.replace(base, teacher_continuation="exact"), False),
-        "adaswitch, speculative (q: teacher warp)": ("adaswitch", base, False),
-        "adaswitch, speculative (q: student warp)": ("adaswitch", dataclasses.replace(base, continuation_draft="student_warp"), False),
+        "adaswitch, speculative (q: teacher warp)": ("adaswitch", dataclasses.replace(base, teacher_continuation="speculative"), False),
+        "adaswitch, speculative (q: student warp)": ("adaswitch", dataclasses.replace(
+            base, teacher_continuation="speculative", continuation_draft="student_warp"), False),
         "adaswitch reference": ("adaswitch_reference", base, False),
         "skd, draft -> verify": ("skd", base, False),
         "skd reference": ("skd_reference", base, False),

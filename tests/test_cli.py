@@ -44,7 +44,7 @@ def test_config_prints_a_readable_table():
 
 
 ORDER = ["errors", "methods", "config", "metrics", "synth", "data", "models", "losses", "decoding", "sampler", "distill",
-         "evaluate", "prepare", "results", "explain", "plan", "report", "figures", "claims", "pipeline", "__main__"]
+         "evaluate", "prepare", "results", "explain", "plan", "report", "figures", "claims", "gallery", "pipeline", "__main__"]
 
 
 def test_imports_point_one_way():

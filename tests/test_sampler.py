@@ -155,6 +155,30 @@ def test_speculative_continuation_samples_the_teacher_distribution():
     assert wrong > bound, (wrong, bound)
 
 
+@pytest.mark.parametrize("method, continuation", [("skd", "exact"), ("adaswitch", "exact"), ("adaswitch", "speculative")])
+@pytest.mark.parametrize("k, window", [(1.05, 2), (1.5, 4), (math.inf, 3)])  # switch early, late, never
+def test_every_round_advances_every_live_row(pair, method, continuation, k, window):
+    """No stall: each teacher pass writes at least one token to every live row, so a batch needs at
+    most max_new_tokens teacher passes after the prompt's, and the student drafts at most
+    4 x draft_chunk tokens per pass (its adaptive limit), whatever the switch regime."""
+    student, teacher = pair
+    calls = {"student": 0, "teacher": 0}
+    hooks = [m.register_forward_hook(lambda mod, args, out, who=who: calls.__setitem__(who, calls[who] + 1))
+             for m, who in ((student, "student"), (teacher, "teacher"))]
+    try:
+        n, chunk = 40, 8
+        cfg = SamplerConfig(max_new_tokens=n, adaswitch_k=k, adaswitch_window=window, draft_chunk=chunk,
+                            eos_token_id=None, teacher_continuation=continuation, student_temperature=1.0,
+                            student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
+        t = run(method, pair, cfg, batch=16)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert (t.stats["response_length"] == n).all()
+    assert calls["teacher"] <= 1 + n, calls
+    assert calls["student"] <= 1 + calls["teacher"] * 4 * chunk, calls  # drafts grow to 4x draft_chunk at most
+
+
 def test_the_settings_cover_early_late_and_no_switches(pair):
     cfg = SamplerConfig(max_new_tokens=40, student_temperature=1.0, student_top_p=1.0, eos_token_id=None)
     early = run("adaswitch", pair, dataclasses.replace(cfg, adaswitch_k=1.05, adaswitch_window=2), batch=16)

@@ -1,0 +1,63 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from adaswitch_lib.errors import KitError
+from adaswitch_lib.gallery import BEGIN, END, gallery_markdown, readme_block, splice
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _results(tmp_path: Path) -> Path:
+    root = tmp_path / "results" / "cpu"
+    (root / "tables").mkdir(parents=True)
+    (root / "figures").mkdir()
+    manifest = dict(profile="cpu", started="2026-01-01T10:00:00+00:00", finished="2026-01-01T10:45:30+00:00",
+                    jobs=2, threads_per_job=1, phase_seconds={"prepare": 600.0, "distill": 2070.0, "report": 60.0},
+                    job_seconds={"prepare-a": 300.0, "run-b": 100.0, "04_table1": 7.0}, skipped=[],
+                    provenance=dict(device="cpu: Test CPU", cpu_count=2, git=dict(commit="abcdef123456", dirty=False),
+                                    packages=dict(torch="2.13.0+cpu", transformers="5.23.0")))
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / "tables" / "table1.md").write_text("| method | Qwen GSM |\n|---|---|\n| AdaSwitch | 51.00 |\n")
+    (root / "tables" / "table2.md").write_text("| method | GSM Qwen |\n|---|---|\n| SKD | 1.20 |\n")
+    (root / "claims.md").write_text("# claims\n\nintro\n\n| claim | verdict |\n|---|---|\n| a | holds |\n")
+    (root / "figures" / "fig6_k_and_l.png").write_bytes(b"png")
+    return tmp_path / "results"
+
+
+def test_gallery_is_built_from_the_results(tmp_path):
+    block = gallery_markdown("cpu", _results(tmp_path))
+    assert block.startswith(BEGIN.format(profile="cpu")) and block.endswith(END)
+    assert "**45.5 min** (from scratch; prepare 10.0 min, distill 34.5 min, report 1.0 min), 2 jobs run" in block
+    assert "on cpu: Test CPU with 2 cores" in block and "commit abcdef1," in block
+    assert "| AdaSwitch | 51.00 |" in block and "| SKD | 1.20 |" in block and "| a | holds |" in block
+    assert "fig6_k_and_l.png)" in block and "fig3_divergences" not in block  # only figures that exist
+    readme = f"# Title\n\nbefore\n\n{BEGIN.format(profile='cpu')}\nSTALE-BLOCK\n{END}\n\nafter\n"
+    new = splice(readme, block, "cpu")
+    assert new.startswith("# Title\n\nbefore\n\n") and new.endswith("\n\nafter\n") and "STALE-BLOCK" not in new
+    assert readme_block(new, "cpu") == block
+
+
+def test_missing_results_and_markers_are_clear_errors(tmp_path):
+    with pytest.raises(KitError, match=r"no finished results for profile 'cpu'.*run `./run_all.sh --profile cpu` first"):
+        gallery_markdown("cpu", tmp_path)
+    with pytest.raises(KitError, match="the README has no gallery markers"):
+        splice("# no markers\n", "block", "cpu")
+
+
+def test_readme_gallery_equals_the_committed_results():
+    """The README's numbers are generated from the committed cpu results, not typed."""
+    if not (ROOT / "results" / "cpu" / "manifest.json").is_file():
+        pytest.skip("no committed cpu results in this checkout")
+    readme = (ROOT / "README.md").read_text()
+    assert readme_block(readme, "cpu") is not None, "README.md has no cpu gallery block"
+    import os
+    cwd = os.getcwd()
+    try:
+        os.chdir(ROOT)  # the gallery's image links are relative to the repository root
+        expected = gallery_markdown("cpu", "results")
+    finally:
+        os.chdir(cwd)
+    assert readme_block(readme, "cpu") == expected, \
+        "README gallery is stale: run `python -m adaswitch_lib.gallery --profile cpu --readme README.md`"
