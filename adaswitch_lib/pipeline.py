@@ -78,21 +78,25 @@ def build_jobs(profile: Profile, only=None, results_dir: str = "results", cache_
     history = load_records(profile.name, results_dir)
     common = dict(profile=profile.name, results_dir=str(results_dir), show_progress=False)
     jobs = []
-    for pair, task in plan_preparations(profile, planned):
-        baseline_ids = [f"{pair}-{task}-{who}-{config_hash(profile)}" for who in ("teacher", "student")]
-        done = pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is not None and all(
-            (Path(results_dir) / profile.name / "runs" / rid / "record.json").is_file() for rid in baseline_ids)
-        jobs.append(Job("prepare", f"prepare {pair} {task}", "02_prepare.ipynb",
-                        dict(common, pair=pair, task=task, cache_dir=str(cache_dir)), f"prepare-{pair}-{task}",
-                        estimate=5.0 if profile.name == "smoke" else 300.0, done=done))
+    runs = []
     for item in planned:
         run = dataclasses.replace(item.run, results_dir=str(results_dir))
         params = dict(common, pair=run.pair, task=run.task, method=run.method, divergence=run.divergence,
                       adaswitch_k=float(run.adaswitch_k), adaswitch_window=int(run.adaswitch_window), seed=run.seed,
                       cache_dir=str(cache_dir))
         done = (run_folder(run) / "record.json").is_file()
-        jobs.append(Job("distill", f"distill {item.label}", "03_distill.ipynb", params, run_id(run),
+        runs.append(Job("distill", f"distill {item.label}", "03_distill.ipynb", params, run_id(run),
                         _estimate(profile, run.method, history), done=done, keep_in=run_folder(run)))
+    needed = {(j.parameters["pair"], j.parameters["task"]) for j in runs if not j.done}
+    for pair, task in plan_preparations(profile, planned):
+        baseline_ids = [f"{pair}-{task}-{who}-{config_hash(profile)}" for who in ("teacher", "student")]
+        # a pair is prepared only when a run still needs it (committed records need no models)
+        done = (pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is not None or (pair, task) not in needed) \
+            and all((Path(results_dir) / profile.name / "runs" / rid / "record.json").is_file() for rid in baseline_ids)
+        jobs.append(Job("prepare", f"prepare {pair} {task}", "02_prepare.ipynb",
+                        dict(common, pair=pair, task=task, cache_dir=str(cache_dir)), f"prepare-{pair}-{task}",
+                        estimate=5.0 if profile.name == "smoke" else 300.0, done=done))
+    jobs += runs
     reports = list(dict.fromkeys(REPORTS[a] for a in artifacts))
     if set(artifacts) == set(ARTIFACTS) and (NOTEBOOKS / CLAIMS).is_file():
         reports.append(CLAIMS)
