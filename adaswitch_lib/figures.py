@@ -44,7 +44,9 @@ def save_figure(fig, name: str, out_dir: Path) -> list[Path]:
     for kind in ("png", "pdf"):
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{kind}")
         os.close(fd)
-        fig.savefig(tmp, format=kind, dpi=200 if kind == "png" else None)
+        # no creation date in the PDF: regenerating unchanged results leaves the files unchanged
+        fig.savefig(tmp, format=kind, dpi=200 if kind == "png" else None,
+                    metadata={"CreationDate": None} if kind == "pdf" else None)
         os.replace(tmp, out_dir / f"{name}.{kind}")
         paths.append(out_dir / f"{name}.{kind}")
     return paths
