@@ -91,6 +91,12 @@ def _sample(probs: torch.Tensor, uniform: torch.Tensor, order: torch.Tensor | No
     return (index if order is None else order.gather(-1, index)).squeeze(-1)
 
 
+def _nucleus(ranked: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Over probabilities sorted in descending order: the smallest prefix whose mass reaches top_p
+    (at least one token)."""
+    return (ranked.cumsum(-1) - ranked) < top_p
+
+
 def sample_from_logits(logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor) -> torch.Tensor:
     """One token per row by inverse CDF over the temperature/top-p distribution, driven by the given
     uniform numbers [B] (so two samplers given the same numbers draw the same tokens). T=0: greedy."""
@@ -100,7 +106,7 @@ def sample_from_logits(logits: torch.Tensor, temperature: float, top_p: float, u
     order = None
     if top_p < 1:  # keep the smallest prefix (by probability) whose mass reaches top_p, at least one token
         probs, order = probs.sort(dim=-1, descending=True)
-        probs = probs * ((probs.cumsum(-1) - probs) < top_p)
+        probs = probs * _nucleus(probs, top_p)
     return _sample(probs, uniform, order)
 
 
@@ -111,7 +117,7 @@ def warped_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torc
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1:
         ranked, order = probs.sort(dim=-1, descending=True)
-        keep = ((ranked.cumsum(-1) - ranked) < top_p).float()
+        keep = _nucleus(ranked, top_p).float()
         probs = probs * torch.zeros_like(probs).scatter(-1, order, keep)
     return probs / probs.sum(-1, keepdim=True)
 
@@ -129,7 +135,7 @@ def in_acceptance_set(teacher_logits, tokens, cfg: SamplerConfig) -> torch.Tenso
         return (teacher_logits.topk(k, dim=-1).indices == tokens[..., None]).any(-1)
     probs = torch.softmax(teacher_logits.float() / (cfg.teacher_temperature or 1.0), dim=-1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
-    inside = (sorted_probs.cumsum(-1) - sorted_probs) < cfg.skd_top_p
+    inside = _nucleus(sorted_probs, cfg.skd_top_p)
     return (inside & (order == tokens[..., None])).any(-1)
 
 
@@ -188,21 +194,6 @@ class Rollout:
         self.keep_logits = bool(keep_logits_vocab)
         self.teacher_logits = None  # [B, N, V] in the model's dtype, allocated at the first write
         self.continuation = None    # speculative continuation: (drafts verified, drafts accepted) per row
-
-    def window_mean(self, d_new: torch.Tensor, start: int) -> torch.Tensor:
-        """mean(d_{j-L} .. d_{j-1}) for positions j = start .. start+g-1 given their d [B, g]."""
-        window = self.cfg.adaswitch_window
-        history = torch.cat([self.d[:, :start], d_new], dim=1).nan_to_num(0.0)
-        sums = torch.nn.functional.pad(history.cumsum(-1), (1, 0))
-        j = torch.arange(start, start + d_new.shape[1], device=d_new.device)
-        return (sums[:, j] - sums[:, (j - window).clamp(min=0)]) / window
-
-    def fires(self, d_new: torch.Tensor, start: int, live: torch.Tensor) -> torch.Tensor:
-        """The switch rule for positions start.. [B, g]: i > L, d_i > K * window mean (and > floor)."""
-        cfg = self.cfg
-        mean = self.window_mean(d_new, start)
-        j = torch.arange(start, start + d_new.shape[1], device=d_new.device)
-        return live & (j >= cfg.adaswitch_window) & (d_new > cfg.adaswitch_k * mean) & (d_new > cfg.adaswitch_floor)
 
     def switch(self, rows: torch.Tensor, j: int, d_j: torch.Tensor, mean_j: torch.Tensor) -> None:
         self.switch_at = torch.where(rows, j, self.switch_at)

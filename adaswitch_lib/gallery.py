@@ -54,7 +54,7 @@ def run_summary(manifest: dict) -> str:
 
 
 def _demote(markdown: str) -> str:
-    """Paper-table captions become plain paragraphs; headings inside a file are dropped a level."""
+    """A file's own headings dropped one level below the gallery's."""
     return "\n".join(("#" + line) if line.startswith("#") else line for line in markdown.strip().splitlines())
 
 

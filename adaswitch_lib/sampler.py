@@ -76,8 +76,8 @@ def _adaswitch_reference(student, teacher, ids, mask, cfg, vocab, noise, keep) -
     for j in range(cfg.max_new_tokens):
         student_rows = (out.switch_at < 0) & ~out.finished
         d_j = _d(cfg, S.next_logits, T.next_logits)
-        fire = out.fires(d_j[:, None], j, student_rows[:, None])[:, 0]
-        out.switch(fire, j, d_j, out.window_mean(d_j[:, None], j)[:, 0])
+        fire, mean = out.fires_at(d_j[:, None], torch.full_like(out.switch_at, j), student_rows[:, None])
+        out.switch(fire[:, 0], j, d_j, mean[:, 0])
         out.d[:, j] = torch.where(student_rows, d_j, float("nan"))
         y_s = sample_from_logits(S.next_logits, cfg.student_temperature, cfg.student_top_p, noise[0, :, j])
         y_t = sample_from_logits(T.next_logits, cfg.teacher_temperature, cfg.teacher_top_p, noise[1, :, j])
@@ -98,7 +98,7 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
     adaswitch, speculative = method == "adaswitch", cfg.teacher_continuation == "speculative"
     position = torch.zeros(batch, dtype=torch.long, device=device)  # response tokens written per row
     pending = None  # each row's last written token, fed to both models at the start of the next round
-    draft = cfg.draft_chunk  # adapts: doubles while every row keeps all it drafted, else the rows' mean advance
+    draft = cfg.draft_chunk  # adapts: doubles while every row keeps its whole draft, else shrinks (below)
     drafted = torch.zeros(batch, dtype=torch.long, device=device)   # speculative continuation: drafts verified
     accepted = torch.zeros(batch, dtype=torch.long, device=device)  # ... and accepted
     while True:
@@ -119,8 +119,8 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
             gamma = 1  # exact continuation beside exploring rows: lock-step, one token a round
         else:
             gamma = min(draft, n - int(position[live].min()))
-        index = (position[:, None] + torch.arange(gamma, device=device)).clamp(max=n - 1)  # response positions
-        in_range = position[:, None] + torch.arange(gamma, device=device) < n
+        target = position[:, None] + torch.arange(gamma, device=device)  # the response positions drafted
+        index, in_range = target.clamp(max=n - 1), target < n
         # 1. the student drafts gamma tokens (a switched row from q, the continuation's draft distribution)
         teacher_first, fed = T.next_logits, 0
         if pending is not None:
@@ -191,8 +191,7 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
         # The next round's draft length: frequent rejections make long drafts pure waste (each costs a
         # student step), long accepted runs make short ones pay a teacher pass per few tokens.
         advance = count[live].float().mean().item()
-        kept_all = not (replaced & live).any()
-        draft = min(2 * gamma, 4 * cfg.draft_chunk) if kept_all else max(1, round(advance) - 1)
+        draft = min(2 * gamma, 4 * cfg.draft_chunk) if not replaced.any() else max(1, round(advance) - 1)
         position = position + count
     if adaswitch and speculative:
         out.continuation = (drafted, accepted)
@@ -205,8 +204,8 @@ def sample_targets(method: str, student, teacher, prompt_ids: torch.Tensor, prom
                    noise: torch.Tensor | None = None) -> Targets:
     """Target sequences for a batch of left-padded prompts. `noise` [3, B, max_new_tokens] holds the
     uniform numbers of the student's (0) and the teacher's (1) draws and of speculative residual
-    draws (2); by default they come from
-    `generator` (CPU), so a seed fixes every draw whatever the device."""
+    draws (2); by default they come from `generator` (CPU), so a seed fixes every draw whatever
+    the device."""
     _check_name("sampler method", method, METHODS)
     batch, width = prompt_ids.shape
     if prompt_mask.shape != prompt_ids.shape:
