@@ -37,7 +37,7 @@ def load_pair(profile_name: str, pair: str, task: str, cache_dir=CACHE_ROOT):
               f"({'seconds' if profile_name == 'smoke' else 'about 3-5 minutes on 2 cores'}) ...", flush=True)
     start = time.perf_counter()
     folder = prepare_pair(profile, pair, task, Path(cache_dir))
-    teacher, student, tokenizer = load_prepared(folder, profile.dtype)
+    teacher, student, tokenizer = load_prepared(folder, profile.dtype, student_dtype="float32")
     print(f"pair ready in {time.perf_counter() - start:.0f} s: {folder}", flush=True)
     return teacher, student, tokenizer, load_profile_task(profile, task, "test")
 

@@ -196,7 +196,7 @@ def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
     out_file = Path(folder) / "sft_check.json"
     if out_file.is_file():
         return json.loads(out_file.read_text())
-    _, student, tokenizer = load_prepared(folder, profile.dtype)
+    _, student, tokenizer = load_prepared(folder, profile.dtype, student_dtype="float32")
     max_prompt, max_new = token_limits(profile, task)
     kd, val, test = (load_profile_task(profile, task, s) for s in ("kd", "validation", "test"))
     steps = profile.kd_steps or math.ceil(profile.kd_epochs * len(kd) / profile.kd_batch_size)
@@ -210,12 +210,14 @@ def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
     return report
 
 
-def load_prepared(folder: Path, dtype: str = "auto", device: str | None = None):
-    """(teacher, student, tokenizer) from a prepared folder."""
+def load_prepared(folder: Path, dtype: str = "auto", device: str | None = None, student_dtype: str | None = None):
+    """(teacher, student, tokenizer) from a prepared folder; the student in `student_dtype` when
+    given (the kit's students keep fp32 weights wherever they are trained or scored), else in `dtype`."""
     folder = Path(folder)
     if not models.is_complete(folder):
         raise FileNotFoundError(f"{folder} is not a finished prepared pair; run prepare_pair first")
-    return (models.load_model(str(folder / "teacher"), dtype, device), models.load_model(str(folder / "student"), dtype, device),
+    return (models.load_model(str(folder / "teacher"), dtype, device),
+            models.load_model(str(folder / "student"), student_dtype or dtype, device),
             models.load_tokenizer(str(folder / "tokenizer")))
 
 

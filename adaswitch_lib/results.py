@@ -261,7 +261,8 @@ def record_pair_baselines(profile: Profile, pair: str, task: str, results_dir: s
     """Table 1's Teacher and Student rows: the prepared teacher and base student, scored by the
     same evaluation as the distilled students, as records of kind "teacher" / "student"."""
     folder = prepare_pair(profile, pair, task, cache_root)
-    teacher, student, tokenizer = load_prepared(folder, profile.dtype)
+    # the base student in fp32, as the distilled students are scored; the teacher as it teaches
+    teacher, student, tokenizer = load_prepared(folder, profile.dtype, student_dtype="float32")
     out = []
     for who, model in (("teacher", teacher), ("student", student)):
         rid = f"{pair}-{task}-{who}-{config_hash(profile)}"

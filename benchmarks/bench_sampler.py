@@ -62,7 +62,7 @@ def trained(spec: str, repeats: int, batches: int, threads: int):
     if folder is None:
         raise SystemExit(f"no prepared {pair} on {task} for profile {profile_name}: run "
                          f"`python -m adaswitch_lib prepare --profile {profile_name} --pair {pair} --task {task}` first")
-    teacher, student, tokenizer = load_prepared(folder, profile.dtype)
+    teacher, student, tokenizer = load_prepared(folder, profile.dtype, student_dtype="float32")  # as a run has them
     max_prompt, max_new = token_limits(profile, task)
     examples = load_profile_task(profile, task, "test")[: batches * profile.kd_batch_size]
     prompts = tokenize_prompts(tokenizer, examples, max_prompt)

@@ -58,9 +58,13 @@ def main(argv=None) -> None:
     parser.add_argument("--K", type=float, default=3.0)
     parser.add_argument("--L", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--teacher-dtype", default="float32", help="the frozen teacher's dtype: float32 or bfloat16")
+    parser.add_argument("--teacher-continuation", default="exact", help="AdaSwitch after the switch: exact or speculative")
+    parser.add_argument("--mixed-precision", default="no", help="accelerate's mixed_precision: no, bf16, fp16")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    profile = get_profile("cpu", kd_batch_size=args.batch, eval_every_early=10**6, eval_every=10**6, log_every=10**6)
+    profile = get_profile("cpu", kd_batch_size=args.batch, eval_every_early=10**6, eval_every=10**6, log_every=10**6,
+                          kd_mixed_precision=args.mixed_precision)
     if args.prepared:
         from adaswitch_lib.data import load_profile_task, tokenize_pairs
         from adaswitch_lib.prepare import load_prepared
@@ -74,18 +78,19 @@ def main(argv=None) -> None:
         pairs = [(torch.randint(3, 426, (int(n),), generator=g).tolist(), torch.randint(3, 426, (args.new_tokens,),
                   generator=g).tolist()) for n in torch.randint(30, 60, (256,), generator=g)]
         shape = "random-init 4x256 -> 2x128, vocab 426"
+    teacher = teacher.to(getattr(torch, args.teacher_dtype))
     state = {k: v.clone() for k, v in student.state_dict().items()}
     methods = args.methods.split(",")
     order = [m for r in range(args.repeats) for m in (methods if r % 2 == 0 else methods[::-1])]
     per_method = {m: [] for m in methods}
     for method in order:
         student.load_state_dict(state)  # every repeat starts from the same student
-        run = RunConfig(profile=profile, pair="tiny-qwen", task=args.task, method=method, adaswitch_k=args.K,
+        run = RunConfig(profile=profile, pair="tiny-qwen", task=args.task, method=method, adaswitch_k=args.K, teacher_continuation=args.teacher_continuation,
                         adaswitch_window=args.L)
         out = distill(run, teacher, student, tokenizer, pairs, max_new_tokens=args.new_tokens, steps=args.steps)
         per_method[method] += out.log[1:]  # the first step of each repeat warms up
     print(f"{shape}; batch {args.batch} x {args.new_tokens} new tokens; {args.threads} threads; "
-          f"K={args.K}, L={args.L}; medians over {args.repeats} x {args.steps - 1} steps")
+          f"teacher {args.teacher_dtype}, mixed precision {args.mixed_precision}, continuation {args.teacher_continuation}; K={args.K}, L={args.L}; medians over {args.repeats} x {args.steps - 1} steps")
     base = statistics.median(sum(e["seconds"].values()) for e in per_method.get("on_policy", per_method[methods[0]]))
     print(f"| method | s/step | / on-policy | sampling | teacher scoring | student update | tokens/row | switch rate |")
     print("|---|---|---|---|---|---|---|---|")
