@@ -106,9 +106,10 @@ def imitkd_beta(run: RunConfig, step: int, steps: int) -> float:
 
 def build_targets(method: str, run: RunConfig, student, teacher, pairs: list[Pair], noise: torch.Tensor,
                   cfg: SamplerConfig, device, *, ground_truth_rows: list[bool] | None = None,
-                  teacher_pairs: list[Pair] | None = None) -> Targets:
+                  teacher_pairs: list[Pair] | None = None, gather=None) -> Targets:
     """The target sequences of one (micro-)batch for a method (see methods.py). `noise` holds these
-    rows' uniform numbers; `ground_truth_rows` is ImitKD's per-row coin; `teacher_pairs` SeqKD's."""
+    rows' uniform numbers; `ground_truth_rows` is ImitKD's per-row coin; `teacher_pairs` SeqKD's;
+    `gather` keeps several processes' samplers calling forward together (`rank_gather`)."""
     source = get_method(method).targets
     pad = cfg.pad_token_id
     if source == "ground_truth":
@@ -126,9 +127,19 @@ def build_targets(method: str, run: RunConfig, student, teacher, pairs: list[Pai
         if sampled:
             rows = torch.tensor(sampled, device=device)
             parts.append((sampled, sample_targets("student", student, None, ids[rows], mask[rows], cfg,
-                                                  noise=noise[:, sampled])))
+                                                  noise=noise[:, sampled], gather=gather)))
+        elif gather is not None:  # no row of ours samples, but the other processes' samplers need us
+            sample_targets("student", student, None, ids[:1], mask[:1], cfg, noise=noise[:, :1], gather=gather)
         return merge_targets(parts, len(pairs), pad)
-    return sample_targets(source, student, teacher, ids, mask, cfg, noise=noise)
+    return sample_targets(source, student, teacher, ids, mask, cfg, noise=noise, gather=gather)
+
+
+def rank_gather(accelerator):
+    """The samplers' `gather` over the run's processes (None for one process): every rank then calls
+    forward as often as the others while any rank samples, as FSDP and ZeRO-3 need."""
+    if accelerator.num_processes == 1:
+        return None
+    return lambda values: accelerator.gather(values[None])
 
 
 # ---------------------------------------------------------------------------- logits and loss
@@ -221,6 +232,7 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
     plain = accelerator.unwrap_model(model)
     order_rng, order, cursor = random.Random(f"order/{run.seed}"), [], 0
     local = batch // world
+    gather = rank_gather(accelerator)
     log, evaluations, totals = [], [], dict(sampling=0.0, teacher_scoring=0.0, student_update=0.0, evaluation=0.0)
     log_file = open(log_path, "w") if (log_path and accelerator.is_main_process) else None
     start = time.perf_counter()
@@ -254,7 +266,8 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
             targets = [build_targets(run.method, run, plain, teacher, [kd_pairs[rows[i]] for i in part],
                                      noise[:, part], cfg, device,
                                      ground_truth_rows=[gold[i] for i in part] if gold else None,
-                                     teacher_pairs=[teacher_pairs[rows[i]] for i in part] if teacher_pairs else None)
+                                     teacher_pairs=[teacher_pairs[rows[i]] for i in part] if teacher_pairs else None,
+                                     gather=gather)
                        for part in micro]
             _sync(device)
             t1 = time.perf_counter()

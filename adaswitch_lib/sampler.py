@@ -19,6 +19,12 @@ advances by its own amount (the caches mask out the slots a row did not keep):
 Draws come from per-row, per-position uniform numbers, so with the same numbers SKD and exact
 AdaSwitch produce the same tokens as their references.
 
+Several processes: `gather` (values [k] -> every process's values [world, k]) makes the loops take
+every decision that sets how often a model is called -- go on or stop, the round's kind, the draft
+length -- from all processes' rows, so every rank calls forward as often as the others until the
+last row anywhere is done (under FSDP or ZeRO-3 each forward is collective; `generate` calls this
+`synced_gpus`). A rank with no live row feeds padding. One process: `gather` is the identity.
+
     python -m adaswitch_lib.sampler      # a demo on tiny random models
 """
 from __future__ import annotations
@@ -40,13 +46,20 @@ def _d(cfg: SamplerConfig, student_logits, teacher_logits) -> torch.Tensor:
     return token_divergence(student_logits, teacher_logits, cfg.divergence, cfg.jsd_beta, cfg.skew_alpha)
 
 
-def _single(model, ids, mask, cfg, vocab, noise, teacher: bool) -> Rollout:
+def _alone(values: torch.Tensor) -> torch.Tensor:
+    """`gather` for one process: its own values are every process's."""
+    return values[None]
+
+
+def _single(model, ids, mask, cfg, vocab, noise, teacher: bool, gather=_alone) -> Rollout:
     """Plain sampling from one model (student: on-policy; teacher: SeqKD)."""
     temperature, top_p = (cfg.teacher_temperature, cfg.teacher_top_p) if teacher else (cfg.student_temperature, cfg.student_top_p)
     dec, out = Decoder(model, ids, mask, vocab, cfg.max_new_tokens), Rollout(ids.shape[0], cfg, ids.device, None)
     for j in range(cfg.max_new_tokens):
-        y = out.append(sample_from_logits(dec.next_logits, temperature, top_p, noise[int(teacher), :, j]), j)
-        if out.finished.all() or j + 1 == cfg.max_new_tokens:
+        y = sample_from_logits(dec.next_logits, temperature, top_p, noise[int(teacher), :, j])
+        # a process whose rows are all done only keeps the others company: its targets stay as they are
+        y = out.append(y, j) if not out.finished.all() else torch.full_like(y, cfg.pad_token_id)
+        if j + 1 == cfg.max_new_tokens or bool(gather(out.finished.all().long()[None]).min()):
             break
         dec.feed(y[:, None])
     return out
@@ -89,7 +102,7 @@ def _adaswitch_reference(student, teacher, ids, mask, cfg, vocab, noise, keep) -
 
 
 # ---------------------------------------------------------------------------- the draft -> verify engine
-def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: str) -> Rollout:
+def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: str, gather=_alone) -> Rollout:
     """SKD and AdaSwitch in rounds: the student drafts, one teacher pass verifies, rows advance apart."""
     S, T = Decoder(student, ids, mask, vocab, cfg.max_new_tokens), Decoder(teacher, ids, mask, vocab, cfg.max_new_tokens)
     out = Rollout(ids.shape[0], cfg, ids.device, vocab if keep else None)
@@ -103,11 +116,14 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
     accepted = torch.zeros(batch, dtype=torch.long, device=device)  # ... and accepted
     while True:
         live = ~out.finished & (position < n)
-        if not live.any():
-            break
         exploring, switched = live & (out.switch_at < 0), live & (out.switch_at >= 0)
-        if adaswitch and not speculative and switched.any():
-            if not exploring.any():  # exact continuation, every live row switched: the teacher alone
+        # what sets this round's forward calls, agreed over every process's rows
+        state = gather(torch.stack([live.any(), switched.any(), exploring.any()]).long())
+        any_live, any_switched, any_exploring = state.amax(0).tolist()
+        if not any_live:
+            break
+        if adaswitch and not speculative and any_switched:
+            if not any_exploring:  # exact continuation, every live row switched: the teacher alone
                 if pending is not None:
                     T.feed(pending[:, None])
                 y = sample_from_logits(T.next_logits, cfg.teacher_temperature, cfg.teacher_top_p,
@@ -118,7 +134,7 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
                 continue
             gamma = 1  # exact continuation beside exploring rows: lock-step, one token a round
         else:
-            gamma = min(draft, n - int(position[live].min()))
+            gamma = min(draft, n - int(gather(torch.where(live, position, n).min()[None]).min()))
         target = position[:, None] + torch.arange(gamma, device=device)  # the response positions drafted
         index, in_range = target.clamp(max=n - 1), target < n
         # 1. the student drafts gamma tokens (a switched row from q, the continuation's draft distribution)
@@ -190,8 +206,8 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
         pending = torch.where(live, tokens[rows, (count - 1).clamp(min=0)], pad)
         # The next round's draft length: frequent rejections make long drafts pure waste (each costs a
         # student step), long accepted runs make short ones pay a teacher pass per few tokens.
-        advance = count[live].float().mean().item()
-        draft = min(2 * gamma, 4 * cfg.draft_chunk) if not replaced.any() else max(1, round(advance) - 1)
+        any_replaced, written, rows_live = gather(torch.stack([replaced.any().long(), count.sum(), live.sum()])).sum(0).tolist()
+        draft = min(2 * gamma, 4 * cfg.draft_chunk) if not any_replaced else max(1, round(written / rows_live) - 1)
         position = position + count
     if adaswitch and speculative:
         out.continuation = (drafted, accepted)
@@ -201,11 +217,12 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
 @torch.no_grad()
 def sample_targets(method: str, student, teacher, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                    cfg: SamplerConfig = SamplerConfig(), generator: torch.Generator | None = None,
-                   noise: torch.Tensor | None = None) -> Targets:
+                   noise: torch.Tensor | None = None, gather=None) -> Targets:
     """Target sequences for a batch of left-padded prompts. `noise` [3, B, max_new_tokens] holds the
     uniform numbers of the student's (0) and the teacher's (1) draws and of speculative residual
     draws (2); by default they come from `generator` (CPU), so a seed fixes every draw whatever
-    the device."""
+    the device. `gather` keeps several processes calling forward together (module docstring);
+    the token-by-token references run alone."""
     _check_name("sampler method", method, METHODS)
     batch, width = prompt_ids.shape
     if prompt_mask.shape != prompt_ids.shape:
@@ -235,10 +252,12 @@ def sample_targets(method: str, student, teacher, prompt_ids: torch.Tensor, prom
     try:
         if method in ("student", "teacher"):
             model = student if method == "student" else teacher
-            out = _single(model, prompt_ids, prompt_mask, cfg, vocab, noise, teacher=method == "teacher")
+            out = _single(model, prompt_ids, prompt_mask, cfg, vocab, noise, teacher=method == "teacher",
+                          gather=gather or _alone)
         else:
             if method in ("skd", "adaswitch"):
-                out = _draft_verify(student, teacher, prompt_ids, prompt_mask, cfg, vocab, noise, keep, method)
+                out = _draft_verify(student, teacher, prompt_ids, prompt_mask, cfg, vocab, noise, keep, method,
+                                    gather or _alone)
             else:
                 run = {"skd_reference": _skd_reference, "adaswitch_reference": _adaswitch_reference}[method]
                 out = run(student, teacher, prompt_ids, prompt_mask, cfg, vocab, noise, keep)
