@@ -13,13 +13,14 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'USAGE'
-usage: ./run_all.sh [--profile NAME] [--only ARTIFACTS] [--jobs N] [--dry-run] [--test [PYTEST ARGS...]] [--help]
+usage: ./run_all.sh [--profile NAME] [--only ARTIFACTS] [--jobs N] [--dry-run] [--prune] [--test [PYTEST ARGS...]] [--help]
 
   --profile NAME   smoke | cpu (default) | cpu-full | colab | paper  (see README: Profiles)
   --only LIST      comma-separated subset of: table1,table2,fig3,fig4,fig5,fig6,fig7,fig8,fig9
   --jobs N         runs side by side, each with cores/N torch threads (default: one per core
                    for the offline profiles, 1 for Hub models)
   --dry-run        print the plan (every job, finished or not) and its estimated time
+  --prune          delete the run records the profile no longer plans (after a profile change), then stop
   --test           run the test suite instead of the main job; later arguments go to pytest
                    (e.g. ./run_all.sh --test -m slow)
   --help           this text
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
                if [ "$1" = --profile ]; then profile="$2"; else pipeline_args+=("$1" "$2"); fi; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
     --only=*|--jobs=*) pipeline_args+=("$1"); shift ;;
-    --dry-run) pipeline_args+=("$1"); shift ;;
+    --dry-run|--prune) pipeline_args+=("$1"); shift ;;
     --test) mode=test; shift; extra=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1'; try ./run_all.sh --help" >&2; exit 2 ;;

@@ -134,6 +134,16 @@ def build_targets(method: str, run: RunConfig, student, teacher, pairs: list[Pai
     return sample_targets(source, student, teacher, ids, mask, cfg, noise=noise, gather=gather)
 
 
+def is_sharded(accelerator) -> bool:
+    """True under FSDP or DeepSpeed ZeRO-3: the student's weights are split over the processes, so
+    each of its forward passes needs every process (evaluation included)."""
+    from accelerate.utils import DistributedType
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+    return plugin is not None and plugin.zero_stage == 3
+
+
 def rank_gather(accelerator):
     """The samplers' `gather` over the run's processes (None for one process): every rank then calls
     forward as often as the others while any rank samples, as FSDP and ZeRO-3 need."""
@@ -206,7 +216,8 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
             teacher_pairs: list[Pair] | None = None, evaluator=None, log_path: Path | None = None,
             accelerator=None, steps: int | None = None) -> DistillResult:
     """Distil `teacher` into `student` (in place) on the KD prompts with the run's method.
-    `evaluator(step, student) -> dict` runs on the main process at the profile's evaluation steps;
+    `evaluator(step, student) -> dict` runs on the main process at the profile's evaluation steps
+    (on every process under FSDP / ZeRO-3, where it must be `synced`; the main process keeps it);
     `teacher_pairs` are SeqKD's targets, aligned with `kd_pairs`."""
     from transformers import get_linear_schedule_with_warmup
     profile, method = run.profile, get_method(run.method)
@@ -237,10 +248,14 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
     log_file = open(log_path, "w") if (log_path and accelerator.is_main_process) else None
     start = time.perf_counter()
 
-    def evaluate_now(step):
-        if evaluator is not None and accelerator.is_main_process:
+    sharded = is_sharded(accelerator)
+
+    def evaluate_now(step):  # on the main process; on every process when the student is sharded
+        if evaluator is not None and (accelerator.is_main_process or sharded):
             t0 = time.perf_counter()
-            evaluations.append(dict(step=step, **evaluator(step, plain)))
+            scores = evaluator(step, plain)
+            if accelerator.is_main_process:
+                evaluations.append(dict(step=step, **scores))
             totals["evaluation"] += time.perf_counter() - t0
         accelerator.wait_for_everyone()
 
@@ -326,9 +341,9 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
         if log_file:
             log_file.close()
     totals["total"] = time.perf_counter() - start
-    with torch.no_grad():  # equal on every process when distribution kept the replicas in step
-        checksum = torch.tensor([sum(float(p.double().sum()) for p in plain.parameters())], device=device,
-                                dtype=torch.float64)
+    with torch.no_grad():  # equal on every process when DDP kept the replicas in step; per shard when sharded
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in plain.parameters()]  # FSDP2: DTensors
+        checksum = torch.tensor([sum(float(p.double().sum()) for p in local)], device=device, dtype=torch.float64)
     checksums = accelerator.gather(checksum).tolist()
     return DistillResult(steps, log, evaluations, totals, checksums)
 

@@ -24,8 +24,9 @@ class Evaluation:
 
 @torch.no_grad()
 def generate(model, tokenizer, examples, max_new_tokens: int, max_prompt_tokens: int = 1024,
-             batch_size: int = 32, style: str = "plain") -> list[str]:
-    """Greedy responses, decoded up to the first EOS."""
+             batch_size: int = 32, style: str = "plain", synced: bool = False) -> list[str]:
+    """Greedy responses, decoded up to the first EOS. `synced`: every process runs this with the
+    same examples and keeps stepping until all are done (a sharded model's forward is collective)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -34,7 +35,8 @@ def generate(model, tokenizer, examples, max_new_tokens: int, max_prompt_tokens:
     for start in range(0, len(prompts), batch_size):
         ids, mask = left_pad(prompts[start:start + batch_size], tokenizer.pad_token_id, device)
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             synced_gpus=synced)
         responses += tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
     model.train(was_training)
     return responses
@@ -56,9 +58,9 @@ def score_outputs(task: str, examples, responses: list[str], style: str = "plain
 
 
 def evaluate(model, tokenizer, task: str, examples, max_new_tokens: int, max_prompt_tokens: int = 1024,
-             batch_size: int = 32, style: str = "plain") -> Evaluation:
+             batch_size: int = 32, style: str = "plain", synced: bool = False) -> Evaluation:
     """Greedy decoding of every example and the task metric x 100, with the per-example outputs."""
-    responses = generate(model, tokenizer, examples, max_new_tokens, max_prompt_tokens, batch_size, style)
+    responses = generate(model, tokenizer, examples, max_new_tokens, max_prompt_tokens, batch_size, style, synced)
     return score_outputs(task, examples, responses, style, tokenizer)
 
 

@@ -193,6 +193,16 @@ def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: 
     return 0
 
 
+def stale_records(profile: Profile, results_dir: str = "results") -> list[Path]:
+    """Run folders of `results/<profile>/runs` that the profile no longer plans: runs of an earlier
+    state of the profile (another run id), and its Teacher/Student records."""
+    planned = {p.run_id for p in plan_runs(profile)}
+    planned |= {f"{pair}-{task}-{who}-{config_hash(profile)}" for pair, task in plan_preparations(profile, plan_runs(profile))
+                for who in ("teacher", "student")}
+    runs = Path(results_dir) / profile.name / "runs"
+    return sorted(p for p in runs.iterdir() if p.is_dir() and p.name not in planned) if runs.is_dir() else []
+
+
 def write_manifest(profile, results_dir, started, jobs, threads, phase_seconds, plan, failures) -> None:
     """results/<profile>/manifest.json: code version, packages, machine, and the pipeline's timings."""
     manifest = dict(profile=profile.name, profile_hash=config_hash(profile), provenance=provenance(),
@@ -211,6 +221,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=0, help="runs side by side (default: one per core for the "
                                                             "offline profiles, 1 for Hub models)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; run nothing")
+    parser.add_argument("--prune", action="store_true", help="delete the run records the profile no longer plans "
+                                                                "(an earlier state of the profile), then stop")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--cache-dir", default=str(CACHE_ROOT))
     args = parser.parse_args(argv)
@@ -218,6 +230,12 @@ def main(argv=None) -> int:
         if args.jobs < 0:
             raise KitError(f"--jobs {args.jobs}: give a positive number (0 = the default)")
         profile = get_profile(args.profile)
+        if args.prune:
+            stale = stale_records(profile, args.results_dir)
+            for folder in stale:
+                shutil.rmtree(folder)
+            print(f"run_all: {len(stale)} run record(s) the {profile.name} profile no longer plans deleted")
+            return 0
         return run_pipeline(profile, args.only, args.jobs or None, args.dry_run, args.results_dir, Path(args.cache_dir))
     except KitError as error:
         print(f"run_all: {error}", file=sys.stderr)

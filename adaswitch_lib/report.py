@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from adaswitch_lib.config import Profile, get_profile, run_id
+from adaswitch_lib.config import Profile, config_hash, get_profile, run_id
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.methods import METHODS
 from adaswitch_lib.plan import TABLE2_METHODS, artifact_runs
@@ -52,8 +52,8 @@ def _main_runs(profile: Profile, records, artifact: str):
     if records.empty:
         return records
     keep = records["run_id"].isin(wanted)
-    if artifact == "table1":
-        keep |= records["kind"].isin(["teacher", "student"])
+    if artifact == "table1":  # the pairs this profile prepares (records of an earlier profile state stay out)
+        keep |= records["kind"].isin(["teacher", "student"]) & records["run_id"].str.endswith(f"-{config_hash(profile)}")
     return records[keep]
 
 

@@ -28,7 +28,7 @@ import torch
 from adaswitch_lib import models
 from adaswitch_lib.config import Profile, RunConfig, config_hash, run_id
 from adaswitch_lib.data import load_profile_task, token_limits, tokenize_pairs
-from adaswitch_lib.distill import distill, make_accelerator
+from adaswitch_lib.distill import distill, is_sharded, make_accelerator
 from adaswitch_lib.evaluate import Evaluation, evaluate, validation_loss
 from adaswitch_lib.methods import get_method
 from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, prepare_pair, seqkd_pairs
@@ -56,8 +56,9 @@ def _git_state() -> dict:
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
+        # changed tracked files outside results/ (a run rewriting committed results is not changed code)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=root, capture_output=True, text=True, check=True)
         return dict(commit=commit.stdout.strip(), dirty=bool(dirty.stdout.strip()))
     except (OSError, subprocess.CalledProcessError):  # installed from a wheel, or no git
         return dict(commit=None, dirty=None)
@@ -165,7 +166,7 @@ def _plain(obj):
 
 
 # ---------------------------------------------------------------------------- one run, end to end
-def _final_scores(student, tokenizer, profile: Profile, task: str) -> dict[str, Evaluation]:
+def _final_scores(student, tokenizer, profile: Profile, task: str, synced: bool = False) -> dict[str, Evaluation]:
     """The full test metric, and for a GSM student its robustness twin (GSM-Plus)."""
     out = {}
     for name in (task, ROBUSTNESS_TWIN.get(task)):
@@ -173,7 +174,7 @@ def _final_scores(student, tokenizer, profile: Profile, task: str) -> dict[str, 
             continue
         max_prompt, max_new = token_limits(profile, name)
         out[name] = evaluate(student, tokenizer, name, load_profile_task(profile, name, "test"), max_new, max_prompt,
-                             profile.eval_batch_size)
+                             profile.eval_batch_size, synced=synced)
     return out
 
 
@@ -209,12 +210,14 @@ def run_distillation(run: RunConfig, cache_root: Path = CACHE_ROOT, accelerator=
         teacher_pairs = seqkd_pairs(pair_folder, profile, teacher, tokenizer, kd, max_new)
     vocab = shared_vocab_size(student, teacher, len(tokenizer))
 
+    sharded = is_sharded(accelerator)  # then every process evaluates, stepping together
+
     def evaluator(step: int, model) -> dict:
         out = dict(val_loss=validation_loss(run, model, teacher, val, tokenizer.pad_token_id, vocab,
                                             profile.eval_batch_size))
         if subset:
             out["test_subset"] = evaluate(model, tokenizer, run.task, subset, max_new, max_prompt,
-                                          profile.eval_batch_size).score
+                                          profile.eval_batch_size, synced=sharded).score
         return out
 
     setup_seconds = time.perf_counter() - start
@@ -223,10 +226,13 @@ def run_distillation(run: RunConfig, cache_root: Path = CACHE_ROOT, accelerator=
     try:
         result = distill(run, teacher, student, tokenizer, kd, max_new_tokens=max_new, teacher_pairs=teacher_pairs,
                          evaluator=evaluator, log_path=scratch / "log.jsonl", accelerator=accelerator)
+        t0 = time.perf_counter()
+        if sharded:  # the sharded student's forward needs every process
+            finals = _final_scores(accelerator.unwrap_model(student), tokenizer, profile, run.task, synced=True)
         if not accelerator.is_main_process:
             return {}
-        t0 = time.perf_counter()
-        finals = _final_scores(accelerator.unwrap_model(student), tokenizer, profile, run.task)
+        if not sharded:
+            finals = _final_scores(accelerator.unwrap_model(student), tokenizer, profile, run.task)
         final_seconds = time.perf_counter() - t0
         last = result.log[-1] if result.log else {}
         record = dict(

@@ -182,3 +182,19 @@ def test_a_failing_notebook_is_reported_and_the_others_finish(smoke_run, capsys)
     assert failed["metadata"]["papermill"]["exception"]
     assert "unknown profile 'no-such-profile'" in (smoke_run["out"] / "logs" / "broken.log").read_text()
     assert (smoke_run["out"] / "reports" / "04_table1.ipynb").is_file()
+
+
+def test_prune_deletes_only_the_records_the_profile_no_longer_plans(tmp_path):
+    from adaswitch_lib.config import config_hash
+    from adaswitch_lib.pipeline import stale_records
+    from adaswitch_lib.plan import plan_runs
+    profile = get_profile("smoke")
+    runs = tmp_path / "smoke" / "runs"
+    planned = plan_runs(profile)[0].run_id
+    keep = [planned, f"tiny-qwen-synth_gsm-teacher-{config_hash(profile)}"]
+    old = ["tiny-qwen-synth_gsm-adaswitch-s0-000000000000", "tiny-qwen-synth_gsm-teacher-000000000000"]
+    for name in keep + old:
+        (runs / name).mkdir(parents=True)
+    assert [p.name for p in stale_records(profile, tmp_path)] == sorted(old)
+    assert pipeline.main(["--profile", "smoke", "--results-dir", str(tmp_path), "--prune"]) == 0
+    assert sorted(p.name for p in runs.iterdir()) == sorted(keep)

@@ -36,3 +36,32 @@ def test_without_agreeing_the_ranks_call_forward_a_different_number_of_times(tmp
     zero, one = _ranks(tmp_path, "--alone")
     for case in zero:
         assert zero[case]["calls"] != one[case]["calls"], case
+
+
+def test_fsdp_and_zero3_count_as_sharded_ddp_does_not():
+    """Under sharding every process evaluates (synced); under DDP only the main process does."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from adaswitch_lib.distill import is_sharded
+
+    def fake(kind, stage=None):
+        plugin = SimpleNamespace(zero_stage=stage) if stage else None
+        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=plugin))
+
+    assert is_sharded(fake(DistributedType.FSDP))
+    assert is_sharded(fake(DistributedType.DEEPSPEED, 3))
+    assert not is_sharded(fake(DistributedType.DEEPSPEED, 2))  # ZeRO-2: whole weights on every process
+    assert not is_sharded(fake(DistributedType.MULTI_GPU)) and not is_sharded(fake(DistributedType.NO))
+
+
+@pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero3", "DEEPSPEED")])
+def test_accelerate_reads_the_shipped_configs(name, kind):
+    from accelerate.commands.config.config_args import ClusterConfig
+    config = ClusterConfig.from_yaml_file(str(WORKER.parents[1] / "configs" / "accelerate" / f"{name}.yaml"))
+    assert str(config.distributed_type).endswith(kind)
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_version"] == 2
+    if name == "zero3":
+        assert config.deepspeed_config["zero_stage"] == 3
