@@ -21,6 +21,7 @@ def _results(tmp_path: Path) -> Path:
     (root / "manifest.json").write_text(json.dumps(manifest))
     (root / "tables" / "table1.md").write_text("| method | Qwen GSM |\n|---|---|\n| AdaSwitch | 51.00 |\n")
     (root / "tables" / "table2.md").write_text("| method | GSM Qwen |\n|---|---|\n| SKD | 1.20 |\n")
+    (root / "tables" / "table2.csv").write_text("method,GSM Llama,GSM Qwen\nSKD,1.1149,1.2011\nAdaSwitch,1.3,1.3\n")
     (root / "claims.md").write_text("# claims\n\nintro\n\n| claim | verdict |\n|---|---|\n| a | holds |\n")
     (root / "figures" / "fig6_k_and_l.png").write_bytes(b"png")
     return tmp_path / "results"
@@ -32,6 +33,8 @@ def test_gallery_is_built_from_the_results(tmp_path):
     assert "**45.5 min** (from scratch; prepare 10.0 min, distill 34.5 min, report 1.0 min), 2 jobs run" in block
     assert "on cpu: Test CPU with 2 cores" in block and "commit abcdef1," in block
     assert "| AdaSwitch | 51.00 |" in block and "| SKD | 1.20 |" in block and "| a | holds |" in block
+    assert "this run: 45.5 min, within the target." in block  # the budget: 60 min target, 90 min ceiling
+    assert "SKD on GSM 1.11–1.20× (paper 1.53–1.61×); AdaSwitch on GSM 1.30× (paper 1.38–1.41×)." in block
     assert "fig6_k_and_l.png)" in block and "fig3_divergences" not in block  # only figures that exist
     readme = f"# Title\n\nbefore\n\n{BEGIN.format(profile='cpu')}\nSTALE-BLOCK\n{END}\n\nafter\n"
     new = splice(readme, block, "cpu")
