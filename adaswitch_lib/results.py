@@ -227,12 +227,10 @@ def run_distillation(run: RunConfig, cache_root: Path = CACHE_ROOT, accelerator=
         result = distill(run, teacher, student, tokenizer, kd, max_new_tokens=max_new, teacher_pairs=teacher_pairs,
                          evaluator=evaluator, log_path=scratch / "log.jsonl", accelerator=accelerator)
         t0 = time.perf_counter()
-        if sharded:  # the sharded student's forward needs every process
-            finals = _final_scores(accelerator.unwrap_model(student), tokenizer, profile, run.task, synced=True)
+        if accelerator.is_main_process or sharded:  # a sharded student's forward needs every process
+            finals = _final_scores(accelerator.unwrap_model(student), tokenizer, profile, run.task, synced=sharded)
         if not accelerator.is_main_process:
             return {}
-        if not sharded:
-            finals = _final_scores(accelerator.unwrap_model(student), tokenizer, profile, run.task)
         final_seconds = time.perf_counter() - t0
         last = result.log[-1] if result.log else {}
         record = dict(

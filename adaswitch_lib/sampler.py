@@ -118,8 +118,10 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
         live = ~out.finished & (position < n)
         exploring, switched = live & (out.switch_at < 0), live & (out.switch_at >= 0)
         # what sets this round's forward calls, agreed over every process's rows
-        state = gather(torch.stack([live.any(), switched.any(), exploring.any()]).long())
-        any_live, any_switched, any_exploring = state.amax(0).tolist()
+        # (and n minus the lowest live position, so that one maximum over processes gives every value)
+        state = gather(torch.stack([live.any().long(), switched.any().long(), exploring.any().long(),
+                                    n - torch.where(live, position, n).min()]))
+        any_live, any_switched, any_exploring, room = state.amax(0).tolist()
         if not any_live:
             break
         if adaswitch and not speculative and any_switched:
@@ -134,7 +136,7 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
                 continue
             gamma = 1  # exact continuation beside exploring rows: lock-step, one token a round
         else:
-            gamma = min(draft, n - int(gather(torch.where(live, position, n).min()[None]).min()))
+            gamma = min(draft, room)  # no draft past the longest room any live row has left
         target = position[:, None] + torch.arange(gamma, device=device)  # the response positions drafted
         index, in_range = target.clamp(max=n - 1), target < n
         # 1. the student drafts gamma tokens (a switched row from q, the continuation's draft distribution)
