@@ -37,7 +37,7 @@ from adaswitch_lib.decoding import (Decoder, Rollout, SamplerConfig, Targets, in
 from adaswitch_lib.errors import ConfigError
 from adaswitch_lib.losses import token_divergence
 
-__all__ = ["METHODS", "SamplerConfig", "Targets", "sample_targets", "shared_vocab_size"]
+__all__ = ["METHODS", "SamplerConfig", "Targets", "draft_length", "sample_targets", "shared_vocab_size"]
 METHODS = ("student", "teacher", "skd", "adaswitch", "skd_reference", "adaswitch_reference")
 
 
@@ -102,6 +102,20 @@ def _adaswitch_reference(student, teacher, ids, mask, cfg, vocab, noise, keep) -
 
 
 # ---------------------------------------------------------------------------- the draft -> verify engine
+def draft_length(keep_rate: float, verify_cost: float, longest: int) -> int:
+    """The draft length that writes the most tokens per unit of cost. A row keeps each draft with
+    probability `keep_rate` until its first rejection, which a teacher token replaces: a round of g
+    drafts writes sum_{k<g} keep_rate^k tokens per row and costs g draft steps plus one teacher
+    pass (`verify_cost` draft steps). Shrinking the draft at every rejection anywhere in the batch
+    would collapse it to one token a round in a batch of 16 rows, each keeping 90 % of its drafts."""
+    best, best_rate, expected = 1, 0.0, 0.0
+    for g in range(1, longest + 1):
+        expected += keep_rate ** (g - 1)
+        if expected / (g + verify_cost) > best_rate:
+            best, best_rate = g, expected / (g + verify_cost)
+    return best
+
+
 def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: str, gather=_alone) -> Rollout:
     """SKD and AdaSwitch in rounds: the student drafts, one teacher pass verifies, rows advance apart."""
     S, T = Decoder(student, ids, mask, vocab, cfg.max_new_tokens), Decoder(teacher, ids, mask, vocab, cfg.max_new_tokens)
@@ -111,7 +125,8 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
     adaswitch, speculative = method == "adaswitch", cfg.teacher_continuation == "speculative"
     position = torch.zeros(batch, dtype=torch.long, device=device)  # response tokens written per row
     pending = None  # each row's last written token, fed to both models at the start of the next round
-    draft = cfg.draft_chunk  # adapts: doubles while every row keeps its whole draft, else shrinks (below)
+    draft = cfg.draft_chunk  # then set by the acceptance rate (`draft_length`)
+    kept_drafts = rejected_drafts = 0.0  # over the rounds so far, each round's weight halving as it ages
     drafted = torch.zeros(batch, dtype=torch.long, device=device)   # speculative continuation: drafts verified
     accepted = torch.zeros(batch, dtype=torch.long, device=device)  # ... and accepted
     while True:
@@ -206,10 +221,18 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
         valid = (count - 1).clamp(min=0) + (0 if pending is None else 1)
         S.settle(fed, valid), T.settle(fed, valid)
         pending = torch.where(live, tokens[rows, (count - 1).clamp(min=0)], pad)
-        # The next round's draft length: frequent rejections make long drafts pure waste (each costs a
-        # student step), long accepted runs make short ones pay a teacher pass per few tokens.
-        any_replaced, written, rows_live = gather(torch.stack([replaced.any().long(), count.sum(), live.sum()])).sum(0).tolist()
-        draft = min(2 * gamma, 4 * cfg.draft_chunk) if not any_replaced else max(1, round(written / rows_live) - 1)
+        # The next round's draft length from the rate at which drafts are kept (rows in exact lock-step
+        # take the teacher's tokens whatever they drafted: they say nothing about it). Every row advances
+        # by its own amount, so one row's rejection costs the others nothing.
+        tested = live & ~(switched & (adaswitch and not speculative))
+        kept, rejected = gather(torch.stack([torch.where(tested, count - replaced.long(), 0).sum(),
+                                             (tested & replaced).sum()])).sum(0).tolist()
+        kept_drafts, rejected_drafts = kept_drafts / 2 + kept, rejected_drafts / 2 + rejected
+        if kept_drafts + rejected_drafts > 0:
+            # at most twice the last draft: a rate from a round or two is a rough guess (a batch that kept
+            # every early draft may switch the round after)
+            draft = min(draft_length(kept_drafts / (kept_drafts + rejected_drafts), cfg.verify_cost, 2 * cfg.draft_chunk),
+                        2 * gamma)
         position = position + count
     if adaswitch and speculative:
         out.continuation = (drafted, accepted)

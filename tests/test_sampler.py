@@ -160,7 +160,7 @@ def test_speculative_continuation_samples_the_teacher_distribution():
 def test_every_round_advances_every_live_row(pair, method, continuation, k, window):
     """No stall: each teacher pass writes at least one token to every live row, so a batch needs at
     most max_new_tokens teacher passes after the prompt's, and the student drafts at most
-    4 x draft_chunk tokens per pass (its adaptive limit), whatever the switch regime."""
+    2 x draft_chunk tokens per pass (its adaptive limit), whatever the switch regime."""
     student, teacher = pair
     calls = {"student": 0, "teacher": 0}
     hooks = [m.register_forward_hook(lambda mod, args, out, who=who: calls.__setitem__(who, calls[who] + 1))
@@ -176,7 +176,7 @@ def test_every_round_advances_every_live_row(pair, method, continuation, k, wind
             hook.remove()
     assert (t.stats["response_length"] == n).all()
     assert calls["teacher"] <= 1 + n, calls
-    assert calls["student"] <= 1 + calls["teacher"] * 4 * chunk, calls  # drafts grow to 4x draft_chunk at most
+    assert calls["student"] <= 1 + calls["teacher"] * 2 * chunk, calls  # drafts grow to 2x draft_chunk at most
 
 
 def test_the_settings_cover_early_late_and_no_switches(pair):
@@ -288,3 +288,49 @@ def test_bad_input_errors(pair):
         sample_targets("adaswitch", student, teacher, ids, mask, SamplerConfig(max_new_tokens=125))
     with pytest.raises(ConfigError, match="unknown sampler method 'gkd'"):
         sample_targets("gkd", student, teacher, ids, mask)
+
+
+def _sorted_nucleus_probs(logits, temperature, top_p):
+    """The warped distribution written the plain way: a full sort, the nucleus, normalised."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    ranked, order = probs.sort(dim=-1, descending=True)
+    inside = (ranked.cumsum(-1) - ranked) < top_p
+    kept = torch.zeros_like(probs).scatter(-1, order, ranked * inside)
+    return kept / kept.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("vocab", [48, 542, 5000])
+@pytest.mark.parametrize("temperature, top_p", [(0.2, 0.5), (0.5, 0.5), (1.0, 0.9), (1.0, 0.999), (2.0, 0.3)])
+def test_top_p_by_top_k_equals_the_full_sort(vocab, temperature, top_p):
+    """The nucleus from a growing top-k is the full sort's nucleus, flat rows (which need every
+    token) included; samples at the same uniform numbers are the full sort's inverse CDF."""
+    from adaswitch_lib.decoding import SamplerConfig as Cfg, in_acceptance_set, sample_from_logits, warped_probs
+    g = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(12, 3, vocab, generator=g) * torch.tensor([0.05, 1.0, 6.0])[None, :, None]  # flat to sharp
+    expected = _sorted_nucleus_probs(logits, temperature, top_p)
+    assert torch.equal(warped_probs(logits, temperature, top_p) > 0, expected > 0)
+    torch.testing.assert_close(warped_probs(logits, temperature, top_p), expected, rtol=1e-6, atol=1e-7)
+    u = torch.rand(12, 3, generator=g)
+    tokens = sample_from_logits(logits, temperature, top_p, u)
+    cdf = expected.sort(-1, descending=True)
+    index = torch.searchsorted(cdf.values.cumsum(-1), (u * cdf.values.sum(-1))[..., None]).clamp(max=vocab - 1)
+    assert torch.equal(tokens, cdf.indices.gather(-1, index)[..., 0])
+    cfg = Cfg(skd_rule="top_p", skd_top_p=top_p, teacher_temperature=temperature)
+    ranks = expected.sort(dim=-1, descending=True, stable=True).indices
+    size = (expected > 0).sum(-1, keepdim=True)  # each row's nucleus size: probe both sides of its edge
+    for rank in (torch.zeros_like(size), size - 2, size - 1, size, size + 1, torch.randint(0, vocab, size.shape, generator=g)):
+        tokens = ranks.gather(-1, rank.clamp(0, vocab - 1))[..., 0]
+        assert torch.equal(in_acceptance_set(logits, tokens, cfg), expected.gather(-1, tokens[..., None])[..., 0] > 0)
+
+
+def test_draft_length_maximises_tokens_per_cost():
+    """Known values of the rule: a draft that is always kept grows to the limit, one never kept stays
+    one token; a batch whose rows keep 90 % of their drafts drafts 7 (not 1, as a rule that shrinks
+    at any rejection in the batch would give), 50 % drafts 2."""
+    from adaswitch_lib.sampler import draft_length
+    assert draft_length(1.0, 3.0, 32) == 32
+    assert draft_length(0.0, 3.0, 32) == 1
+    assert draft_length(0.9, 3.0, 32) == 7   # 5.217 tokens / 10 units beats g = 6 (4.686 / 9) and 8 (5.695 / 11)
+    assert draft_length(0.5, 3.0, 32) == 2   # 1.5 / 5 beats 1 / 4 and 1.75 / 6
+    assert draft_length(0.9, 0.0, 32) == 1   # a free teacher pass: verify every token
+    assert draft_length(0.99, 3.0, 8) == 8   # the limit holds
