@@ -186,6 +186,12 @@ class Decoder:
         self.next_logits = logits[:, -1]
         return logits
 
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Hold only the rows `index` (of those held now): a finished row's steps cost compute and
+        write nothing."""
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_position, self.next_logits = self.mask[index], self.next_position[index], self.next_logits[index]
+
     def settle(self, fed: int, valid: torch.Tensor) -> None:
         """Of the last `fed` slots keep each row's first valid[b]; the others no longer exist."""
         if fed:

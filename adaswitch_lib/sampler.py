@@ -51,17 +51,33 @@ def _alone(values: torch.Tensor) -> torch.Tensor:
     return values[None]
 
 
+def _drop_finished(dec: Decoder, rows: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    """Let the decoder hold only the batch rows `rows` that are not `done` [B], once a quarter of
+    those it holds are done: a decode step of the cpu teacher costs 3.9 ms at batch 4 against 6.7 ms
+    at 16 on CPU, and answers end at different lengths. At least one row stays (a process whose rows
+    are all done keeps stepping beside the others). Returns the rows now held."""
+    alive = (~done[rows]).nonzero().flatten()
+    if 4 * len(alive) > 3 * len(rows) or len(rows) == 1:
+        return rows
+    alive = alive if len(alive) else alive.new_zeros(1)
+    dec.keep_rows(alive)
+    return rows[alive]
+
+
 def _single(model, ids, mask, cfg, vocab, noise, teacher: bool, gather=_alone) -> Rollout:
     """Plain sampling from one model (student: on-policy; teacher: SeqKD)."""
     temperature, top_p = (cfg.teacher_temperature, cfg.teacher_top_p) if teacher else (cfg.student_temperature, cfg.student_top_p)
     dec, out = Decoder(model, ids, mask, vocab, cfg.max_new_tokens), Rollout(ids.shape[0], cfg, ids.device, None)
+    rows = torch.arange(ids.shape[0], device=ids.device)  # the rows the decoder holds
     for j in range(cfg.max_new_tokens):
-        y = sample_from_logits(dec.next_logits, temperature, top_p, noise[int(teacher), :, j])
+        y = torch.full((ids.shape[0],), cfg.pad_token_id, dtype=torch.long, device=ids.device)
+        y[rows] = sample_from_logits(dec.next_logits, temperature, top_p, noise[int(teacher), rows, j])
         # a process whose rows are all done only keeps the others company: its targets stay as they are
         y = out.append(y, j) if not out.finished.all() else torch.full_like(y, cfg.pad_token_id)
         if j + 1 == cfg.max_new_tokens or bool(gather(out.finished.all().long()[None]).min()):
             break
-        dec.feed(y[:, None])
+        rows = _drop_finished(dec, rows, out.finished)
+        dec.feed(y[rows][:, None])
     return out
 
 
@@ -141,14 +157,8 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
             break
         if adaswitch and not speculative and any_switched:
             if not any_exploring:  # exact continuation, every live row switched: the teacher alone
-                if pending is not None:
-                    T.feed(pending[:, None])
-                y = sample_from_logits(T.next_logits, cfg.teacher_temperature, cfg.teacher_top_p,
-                                       noise[1].gather(1, position.clamp(max=n - 1)[:, None])[:, 0])
-                count = live.long()
-                out.write(y[:, None], count, position, T.next_logits[:, None])
-                pending, position = torch.where(live, y, pad), position + count
-                continue
+                _teacher_finishes(T, out, position, pending, cfg, noise, gather)
+                break
             gamma = 1  # exact continuation beside exploring rows: lock-step, one token a round
         else:
             gamma = min(draft, room)  # no draft past the longest room any live row has left
@@ -237,6 +247,30 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
     if adaswitch and speculative:
         out.continuation = (drafted, accepted)
     return out
+
+
+def _teacher_finishes(T: Decoder, out: Rollout, position, pending, cfg, noise, gather) -> None:
+    """Exact continuation once every live row has switched: the teacher alone, one token a step,
+    holding only the rows still writing."""
+    n, pad = cfg.max_new_tokens, cfg.pad_token_id
+    rows = torch.arange(position.shape[0], device=position.device)  # the rows T holds
+    while True:
+        live = ~out.finished & (position < n)
+        if not bool(gather(live.any().long()[None]).max()):
+            return
+        rows = _drop_finished(T, rows, ~live)
+        if pending is not None:
+            T.feed(pending[rows][:, None])
+        y = torch.full_like(position, pad)
+        y[rows] = sample_from_logits(T.next_logits, cfg.teacher_temperature, cfg.teacher_top_p,
+                                     noise[1, rows, position[rows].clamp(max=n - 1)])
+        logits = None
+        if out.keep_logits:
+            logits = T.next_logits.new_zeros(position.shape[0], 1, T.next_logits.shape[-1])
+            logits[rows, 0] = T.next_logits
+        count = live.long()
+        out.write(y[:, None], count, position, logits)
+        pending, position = torch.where(live, y, pad), position + count
 
 
 @torch.no_grad()

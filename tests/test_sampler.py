@@ -334,3 +334,35 @@ def test_draft_length_maximises_tokens_per_cost():
     assert draft_length(0.5, 3.0, 32) == 2   # 1.5 / 5 beats 1 / 4 and 1.75 / 6
     assert draft_length(0.9, 0.0, 32) == 1   # a free teacher pass: verify every token
     assert draft_length(0.99, 3.0, 8) == 8   # the limit holds
+
+
+def test_finished_rows_leave_the_batch_and_change_nothing(pair, monkeypatch):
+    """Plain sampling and exact AdaSwitch's teacher-alone tail drop finished rows from the decoder;
+    the rows still writing write what they write without it (the token-by-token reference and one
+    prompt at a time keep every row), kept teacher logits included."""
+    from adaswitch_lib import decoding
+    held = []
+    original = decoding.Decoder.keep_rows
+    monkeypatch.setattr(decoding.Decoder, "keep_rows", lambda self, index: (held.append(len(index)), original(self, index))[1])
+    student, teacher = pair
+    eos = 5  # frequent enough that rows end far apart
+    cfg = SamplerConfig(max_new_tokens=40, student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7,
+                        teacher_top_p=0.9, adaswitch_k=1.05, adaswitch_window=2, eos_token_id=eos, keep_teacher_logits=True)
+    for seed in range(3):
+        fast, ref = run("adaswitch", pair, cfg, seed, batch=16), run("adaswitch_reference", pair, cfg, seed, batch=16)
+        assert torch.equal(fast.sequences, ref.sequences) and torch.equal(fast.response_mask, ref.response_mask)
+        m = fast.response_mask.bool()
+        assert torch.allclose(fast.teacher_logits[m], ref.teacher_logits[m], atol=1e-4)
+    assert held, "no row ever left the teacher-alone batch: the test does not exercise it"
+    held.clear()
+    ids, mask = prompts(16, seed=3)
+    batch = sample_targets("student", student, teacher, ids, mask, cfg, noise=torch.rand(3, 16, 40, generator=torch.Generator().manual_seed(0)))
+    assert held and min(held) < 16
+    noise = torch.rand(3, 16, 40, generator=torch.Generator().manual_seed(0))
+    for row in range(16):
+        keep = mask[row].bool()
+        alone = sample_targets("student", student, teacher, ids[row:row + 1, keep], mask[row:row + 1, keep], cfg,
+                               noise=noise[:, row:row + 1])
+        n = int(alone.stats["response_length"][0])
+        assert int(batch.stats["response_length"][row]) == n
+        assert torch.equal(alone.responses[0, :n], batch.responses[row, :n]), row
