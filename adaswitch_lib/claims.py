@@ -58,6 +58,14 @@ def _compare(a, b, test_examples: int | None = None) -> str:
     return ("holds" if diff > 0 else "does not hold") + note
 
 
+def best_methods(scores: dict) -> tuple[str, str]:
+    """(every method at the best mean score, in name order, joined; the first of them) from
+    {method: (mean, ...)}: a tie names all, whatever order the records came in."""
+    top = max(score[0] for score in scores.values())
+    tied = sorted(m for m, score in scores.items() if score[0] == top)
+    return ", ".join(tied), tied[0]
+
+
 def _score(long, pair, column, method):
     part = long[(long["pair"] == pair) & (long["column"] == column) & (long["method"] == method)]["score"]
     return _cell(part) if len(part) else None
@@ -77,10 +85,11 @@ def check_claims(profile: Profile, results_dir: str = "results") -> list[dict]:
     for pair in pairs:
         distilled = long[(long["pair"] == pair) & (long["column"] == "GSM") & ~long["method"].isin(["Teacher", "Student"])]
         ada = _score(long, pair, "GSM", "AdaSwitch")
-        others = {m: _score(long, pair, "GSM", m) for m in set(distilled["method"]) - {"AdaSwitch"}}
+        others = {m: _score(long, pair, "GSM", m) for m in sorted(set(distilled["method"]) - {"AdaSwitch"})}
+        others = {m: score for m, score in others.items() if score}
         if ada and others:
-            best_other = max(others, key=lambda m: others[m][0])
-            add("a", f"{pair} GSM", f"AdaSwitch {_text(*ada)} vs best other ({best_other}) {_text(*others[best_other])}",
+            tied, best_other = best_methods(others)
+            add("a", f"{pair} GSM", f"AdaSwitch {_text(*ada)} vs best other ({tied}) {_text(*others[best_other])}",
                 _compare(ada, others[best_other], n_test))
         for column, winner, loser in (("GSM", "On-policy KD", "Off-policy KD"), ("SUMM", "Off-policy KD", "On-policy KD")):
             w, lo = _score(long, pair, column, winner), _score(long, pair, column, loser)

@@ -72,3 +72,12 @@ def test_readme_gallery_equals_the_committed_results(tmp_path):
         os.chdir(cwd)
     assert readme_block(readme, "cpu") == expected, \
         "README gallery is stale: run `python -m adaswitch_lib.gallery --profile cpu --readme README.md`"
+
+
+def test_a_tie_for_best_names_every_method_in_name_order():
+    """Claim (a) compares AdaSwitch with the best other method; two at the same score are both
+    named, in the same order whichever order the records were read in (a set's order is not)."""
+    from adaswitch_lib.claims import best_methods
+    assert best_methods({"SeqKD": (56.0, 0.1), "SFT": (56.0, 0.2), "On-policy KD": (50.0, 0.0)}) == ("SFT, SeqKD", "SFT")
+    assert best_methods({"SFT": (56.0,), "SeqKD": (56.0,)}) == ("SFT, SeqKD", "SFT")
+    assert best_methods({"ImitKD": (41.0,), "SKD": (44.5,)}) == ("SKD", "SKD")
