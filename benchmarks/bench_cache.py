@@ -18,15 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def build(spec: str, vocab: int, seed: int, dtype, device):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    layers, hidden, heads, kv_heads, intermediate = (int(x) for x in spec.split(","))
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                         num_key_value_heads=kv_heads, intermediate_size=intermediate, max_position_embeddings=4096)
-    return Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
+from bench_sampler import build  # noqa: E402  (the same shape-spec models, head scale 1)
 
 
 def decode_seconds(model, kind: str, batch: int, prompt: int, steps: int, vocab: int, device) -> float:
@@ -73,7 +65,7 @@ def main(argv=None) -> None:
     print("| model | DynamicCache ms/step | StaticCache ms/step | static / dynamic |")
     print("|---|---|---|---|")
     for name, spec, seed in (("teacher", args.teacher, 1), ("student", args.student, 2)):
-        model = build(spec, args.vocab, seed, dtype, device)
+        model = build(spec, args.vocab, 1.0, seed, dtype, device)
         times = {"dynamic": [], "static": []}
         for r in range(args.repeats):
             for kind in (("dynamic", "static") if r % 2 == 0 else ("static", "dynamic")):
