@@ -95,12 +95,6 @@ def _sample(probs: torch.Tensor, uniform: torch.Tensor, order: torch.Tensor | No
     return (index if order is None else order.gather(-1, index)).squeeze(-1)
 
 
-def _nucleus(ranked: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Over probabilities sorted in descending order: the smallest prefix whose mass reaches top_p
-    (at least one token)."""
-    return (ranked.cumsum(-1) - ranked) < top_p
-
-
 def _top_p_ranked(probs: torch.Tensor, top_p: float, first: int = 32):
     """The nucleus over probabilities [..., V]: the top-k probabilities in descending order, their
     token ids and which of them are inside. k starts small and doubles until the top k hold top_p of
@@ -109,8 +103,10 @@ def _top_p_ranked(probs: torch.Tensor, top_p: float, first: int = 32):
     k = min(first, probs.shape[-1])
     while True:
         ranked, order = probs.topk(k, dim=-1)
-        if k == probs.shape[-1] or bool((ranked.cumsum(-1)[..., -1] >= top_p).all()):
-            return ranked, order, _nucleus(ranked, top_p)
+        mass = ranked.cumsum(-1)
+        if k == probs.shape[-1] or bool((mass[..., -1] >= top_p).all()):
+            # inside: the smallest prefix whose mass reaches top_p (at least one token)
+            return ranked, order, (mass - ranked) < top_p
         k = min(2 * k, probs.shape[-1])
 
 

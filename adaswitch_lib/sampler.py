@@ -127,8 +127,9 @@ def draft_length(keep_rate: float, verify_cost: float, longest: int) -> int:
     best, best_rate, expected = 1, 0.0, 0.0
     for g in range(1, longest + 1):
         expected += keep_rate ** (g - 1)
-        if expected / (g + verify_cost) > best_rate:
-            best, best_rate = g, expected / (g + verify_cost)
+        rate = expected / (g + verify_cost)
+        if rate > best_rate:
+            best, best_rate = g, rate
     return best
 
 
