@@ -27,7 +27,8 @@ from pathlib import Path
 from adaswitch_lib.config import PROFILES, Profile, config_hash, get_profile, run_id
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.plan import ARTIFACTS, parse_only, plan_preparations, plan_runs
-from adaswitch_lib.prepare import CACHE_ROOT, pair_folder_if_ready
+from adaswitch_lib.data import token_limits
+from adaswitch_lib.prepare import CACHE_ROOT, pair_folder_if_ready, task_sft_steps
 from adaswitch_lib.models import write_json_atomic
 from adaswitch_lib.results import project_root, provenance, run_folder
 
@@ -41,6 +42,8 @@ PHASES = ("prepare", "distill", "report")  # each phase needs the one before it
 # estimate before any run of the method has finished (measured records replace them).
 SECONDS_PER_STEP = {"sft": 0.25, "seqkd": 0.25, "off_policy": 0.3, "on_policy": 0.45, "imitkd": 0.4,
                     "skd": 0.6, "adaswitch": 0.6}
+# ... and per (SFT step x token of the task's length budget), teacher and base student, for preparation
+SECONDS_PER_STEP_TOKEN = {"teacher": 0.0038, "student": 0.001}
 
 
 @dataclass
@@ -70,6 +73,18 @@ def _estimate(profile: Profile, method: str, history) -> float:
     return 10.0 if profile.name == "smoke" else steps * SECONDS_PER_STEP.get(method, 0.5) + 40
 
 
+def _prepare_estimate(profile: Profile, task: str) -> float:
+    """Seconds to prepare a pair on one core (cpu profile: 585 s for synth_gsm, 493 s for synth_summ).
+    The order matters more than the value: preparations start longest first, so that two workers
+    finish together (with one estimate for all, both long ones ended on one worker: +88 s wall)."""
+    if profile.name == "smoke":
+        return 5.0
+    teacher_steps, warmup_steps = task_sft_steps(profile, task)
+    tokens = sum(token_limits(profile, task))
+    return 40.0 + tokens * (SECONDS_PER_STEP_TOKEN["teacher"] * (teacher_steps or 1000) +
+                            SECONDS_PER_STEP_TOKEN["student"] * warmup_steps)
+
+
 def build_jobs(profile: Profile, only=None, results_dir: str = "results", cache_dir: Path = CACHE_ROOT) -> list[Job]:
     """Preparations, then runs, then reports, each marked done when its result already exists."""
     from adaswitch_lib.results import load_records
@@ -95,7 +110,7 @@ def build_jobs(profile: Profile, only=None, results_dir: str = "results", cache_
             and all((Path(results_dir) / profile.name / "runs" / rid / "record.json").is_file() for rid in baseline_ids)
         jobs.append(Job("prepare", f"prepare {pair} {task}", "02_prepare.ipynb",
                         dict(common, pair=pair, task=task, cache_dir=str(cache_dir)), f"prepare-{pair}-{task}",
-                        estimate=5.0 if profile.name == "smoke" else 300.0, done=done))
+                        estimate=_prepare_estimate(profile, task), done=done))
     jobs += runs
     reports = list(dict.fromkeys(REPORTS[a] for a in artifacts))
     if set(artifacts) == set(ARTIFACTS) and (NOTEBOOKS / CLAIMS).is_file():

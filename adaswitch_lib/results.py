@@ -211,10 +211,11 @@ def run_distillation(run: RunConfig, cache_root: Path = CACHE_ROOT, accelerator=
     vocab = shared_vocab_size(student, teacher, len(tokenizer))
 
     sharded = is_sharded(accelerator)  # then every process evaluates, stepping together
+    teacher_cache = {}  # the frozen teacher's validation logits, scored once for every evaluation
 
     def evaluator(step: int, model) -> dict:
         out = dict(val_loss=validation_loss(run, model, teacher, val, tokenizer.pad_token_id, vocab,
-                                            profile.eval_batch_size))
+                                            profile.eval_batch_size, teacher_cache))
         if subset:
             out["test_subset"] = evaluate(model, tokenizer, run.task, subset, max_new, max_prompt,
                                           profile.eval_batch_size, synced=sharded).score

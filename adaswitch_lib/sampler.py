@@ -64,6 +64,36 @@ def _drop_finished(dec: Decoder, rows: torch.Tensor, done: torch.Tensor) -> torc
     return rows[alive]
 
 
+class _Held:
+    """A decoder seen as if it held the whole batch [B] while it computes only the rows it still
+    holds (`rows`): the rows it let go (finished) read zero logits, and what they are fed is dropped.
+    The draft -> verify engine keeps its per-row bookkeeping over the whole batch this way."""
+
+    def __init__(self, dec: Decoder, batch: int):
+        self.dec, self.batch = dec, batch
+        self.rows = torch.arange(batch, device=dec.next_logits.device)
+
+    def _whole(self, logits: torch.Tensor) -> torch.Tensor:
+        if len(self.rows) == self.batch:
+            return logits
+        whole = logits.new_zeros((self.batch, *logits.shape[1:]))
+        whole[self.rows] = logits
+        return whole
+
+    @property
+    def next_logits(self) -> torch.Tensor:
+        return self._whole(self.dec.next_logits)
+
+    def feed(self, tokens: torch.Tensor, all_logits: bool = False) -> torch.Tensor:
+        return self._whole(self.dec.feed(tokens[self.rows], all_logits))
+
+    def settle(self, fed: int, valid: torch.Tensor) -> None:
+        self.dec.settle(fed, valid[self.rows])
+
+    def drop(self, done: torch.Tensor) -> None:
+        self.rows = _drop_finished(self.dec, self.rows, done)
+
+
 def _single(model, ids, mask, cfg, vocab, noise, teacher: bool, gather=_alone) -> Rollout:
     """Plain sampling from one model (student: on-policy; teacher: SeqKD)."""
     temperature, top_p = (cfg.teacher_temperature, cfg.teacher_top_p) if teacher else (cfg.student_temperature, cfg.student_top_p)
@@ -135,7 +165,7 @@ def draft_length(keep_rate: float, verify_cost: float, longest: int) -> int:
 
 def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: str, gather=_alone) -> Rollout:
     """SKD and AdaSwitch in rounds: the student drafts, one teacher pass verifies, rows advance apart."""
-    S, T = Decoder(student, ids, mask, vocab, cfg.max_new_tokens), Decoder(teacher, ids, mask, vocab, cfg.max_new_tokens)
+    S, T = (_Held(Decoder(model, ids, mask, vocab, cfg.max_new_tokens), ids.shape[0]) for model in (student, teacher))
     out = Rollout(ids.shape[0], cfg, ids.device, vocab if keep else None)
     n, batch, device, pad = cfg.max_new_tokens, ids.shape[0], ids.device, cfg.pad_token_id
     rows = torch.arange(batch, device=device)
@@ -156,9 +186,10 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
         any_live, any_switched, any_exploring, room = state.amax(0).tolist()
         if not any_live:
             break
+        S.drop(~live), T.drop(~live)  # finished rows leave both models (a row's state stays in `out`)
         if adaswitch and not speculative and any_switched:
             if not any_exploring:  # exact continuation, every live row switched: the teacher alone
-                _teacher_finishes(T, out, position, pending, cfg, noise, gather)
+                _teacher_finishes(T.dec, T.rows, out, position, pending, cfg, noise, gather)
                 break
             gamma = 1  # exact continuation beside exploring rows: lock-step, one token a round
         else:
@@ -250,11 +281,10 @@ def _draft_verify(student, teacher, ids, mask, cfg, vocab, noise, keep, method: 
     return out
 
 
-def _teacher_finishes(T: Decoder, out: Rollout, position, pending, cfg, noise, gather) -> None:
+def _teacher_finishes(T: Decoder, rows, out: Rollout, position, pending, cfg, noise, gather) -> None:
     """Exact continuation once every live row has switched: the teacher alone, one token a step,
-    holding only the rows still writing."""
+    holding only the rows still writing (`rows`: the batch rows T holds now)."""
     n, pad = cfg.max_new_tokens, cfg.pad_token_id
-    rows = torch.arange(position.shape[0], device=position.device)  # the rows T holds
     while True:
         live = ~out.finished & (position < n)
         if not bool(gather(live.any().long()[None]).max()):

@@ -298,3 +298,30 @@ def test_weights_dtype_falls_back_to_fp32_on_a_gpu_without_bf16():
     assert device_and_dtype("auto", "cuda", bf16_supported=True)[1] == torch.bfloat16
     assert device_and_dtype("auto", "cuda", bf16_supported=False)[1] == torch.float32
     assert device_and_dtype("float16", "cuda", bf16_supported=False)[1] == torch.float16
+
+
+def test_validation_loss_scores_the_teacher_once_and_changes_nothing(pair, monkeypatch):
+    from adaswitch_lib import evaluate as evaluate_module
+    run, kd = run_for("adaswitch"), pair["kd"][:12]
+    teacher, pad, vocab = pair["teacher"], pair["tokenizer"].pad_token_id, len(pair["tokenizer"])
+    calls = []
+    hook = teacher.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        plain = [evaluate_module.validation_loss(run, pair["student"], teacher, kd, pad, vocab, 5) for _ in range(2)]
+        assert len(calls) == 6  # three batches, twice
+        cache = {}
+        cached = [evaluate_module.validation_loss(run, pair["student"], teacher, kd, pad, vocab, 5, cache)
+                  for _ in range(2)]
+        assert len(calls) == 9 and len(cache) == 3  # scored once, reused the second time
+        assert cached == plain  # the very same numbers
+        student = fresh_student(pair)  # a different student still gets its own loss from the cached teacher
+        with torch.no_grad():
+            next(student.parameters()).mul_(0.5)
+        assert (evaluate_module.validation_loss(run, student, teacher, kd, pad, vocab, 5, cache) ==
+                evaluate_module.validation_loss(run, student, teacher, kd, pad, vocab, 5))
+        monkeypatch.setattr(evaluate_module, "TEACHER_CACHE_BYTES", 0)  # too big to keep: scored every time
+        small = {}
+        evaluate_module.validation_loss(run, pair["student"], teacher, kd, pad, vocab, 5, small)
+        assert small == {}
+    finally:
+        hook.remove()

@@ -69,6 +69,15 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 
 
+def test_cpu_preparations_start_longest_first_one_per_worker(tmp_path):
+    # the two synth_gsm pairs (700 teacher steps, measured 585 s) before the synth_summ ones (493 s):
+    # two workers then finish together instead of one running both long ones
+    jobs = [j for j in pipeline.build_jobs(CPU, results_dir=str(tmp_path), cache_dir=tmp_path) if j.kind == "prepare"]
+    first = sorted(jobs, key=lambda j: -j.estimate)[:2]
+    assert {j.parameters["task"] for j in first} == {"synth_gsm"}
+    assert {j.parameters["pair"] for j in first} == set(CPU.pairs)
+
+
 def test_notebooks_declare_the_parameters_the_pipeline_passes():
     import papermill as pm
     for job in pipeline.build_jobs(SMOKE, results_dir="/nonexistent"):

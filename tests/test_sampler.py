@@ -336,6 +336,33 @@ def test_draft_length_maximises_tokens_per_cost():
     assert draft_length(0.99, 3.0, 8) == 8   # the limit holds
 
 
+@pytest.mark.parametrize("method,continuation", [("skd", "exact"), ("adaswitch", "exact"), ("adaswitch", "speculative")])
+def test_draft_verify_rows_leave_when_finished_and_change_nothing(pair, monkeypatch, method, continuation):
+    """The draft -> verify engine lets finished rows go from both models (SKD, AdaSwitch's exploring and
+    lock-step rounds, speculative continuation): every token, statistic and kept logit is what the
+    engine writes when it keeps every row to the end."""
+    from adaswitch_lib import decoding, sampler
+    held = []
+    original = decoding.Decoder.keep_rows
+    monkeypatch.setattr(decoding.Decoder, "keep_rows", lambda self, index: (held.append(len(index)), original(self, index))[1])
+    cfg = SamplerConfig(max_new_tokens=40, student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7,
+                        teacher_top_p=0.9, adaswitch_k=1.5, adaswitch_window=3, eos_token_id=5, keep_teacher_logits=True,
+                        teacher_continuation=continuation)
+    for seed in range(3):
+        held.clear()
+        fast = run(method, pair, cfg, seed, batch=16)
+        assert held and min(held) < 16, "no row left the engine's batch: the test does not exercise it"
+        with monkeypatch.context() as keep_all:
+            keep_all.setattr(sampler, "_drop_finished", lambda dec, rows, done: rows)
+            whole = run(method, pair, cfg, seed, batch=16)
+        assert torch.equal(fast.sequences, whole.sequences) and torch.equal(fast.response_mask, whole.response_mask)
+        for key, value in fast.stats.items():  # a smaller batch may round a float differently, never a token
+            same = torch.allclose if value.is_floating_point() else torch.equal
+            assert same(value.nan_to_num(-1), whole.stats[key].nan_to_num(-1)), key
+        m = fast.response_mask.bool()
+        assert torch.allclose(fast.teacher_logits[m].float(), whole.teacher_logits[m].float(), atol=1e-4)
+
+
 def test_finished_rows_leave_the_batch_and_change_nothing(pair, monkeypatch):
     """Plain sampling and exact AdaSwitch's teacher-alone tail drop finished rows from the decoder;
     the rows still writing write what they write without it (the token-by-token reference and one
