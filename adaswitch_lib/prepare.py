@@ -53,13 +53,24 @@ def validation_loss(model, pairs, pad_token_id: int, batch_size: int = 64) -> fl
     return total / max(count, 1)
 
 
+def sft_attention(device) -> str | None:
+    """The attention implementation SFT trains with: on CPU transformers' plain ("eager") one, whose
+    training steps are ~20 % faster there than PyTorch's CPU SDPA kernels for the tiny teachers
+    (benchmarks/bench_attention.py; same numbers up to rounding) -- decoding and the students'
+    updates are not faster with it, so everything else keeps SDPA; None (the model's own) on GPUs."""
+    return "eager" if torch.device(device).type == "cpu" else None
+
+
 def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, batch_size: int, pad_token_id: int,
                         warmup_ratio: float = 0.1, eval_every: int = 0, seed: int = 0, log_every: int = 50,
-                        bf16: bool = False) -> dict:
+                        bf16: bool = False, attention: str | None = None) -> dict:
     """AdamW + linear warm-up and cosine decay (transformers' schedule); loss on response tokens.
-    Keeps the weights with the lowest validation loss (paper §3.3). Returns the history."""
+    Keeps the weights with the lowest validation loss (paper §3.3). Returns the history.
+    `attention`: the attention implementation to train with (the model's own is restored after)."""
     from transformers import get_cosine_schedule_with_warmup
     device = next(model.parameters()).device
+    own_attention = model.config._attn_implementation
+    model.set_attn_implementation(attention or own_attention)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
@@ -95,6 +106,7 @@ def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, ba
                 best = dict(loss=val, step=step, state={k: v.detach().clone() for k, v in model.state_dict().items()})
     model.load_state_dict(best["state"])
     model.eval()
+    model.set_attn_implementation(own_attention)
     history.update(best_step=best["step"], best_val_loss=best["loss"], seconds=time.perf_counter() - start)
     return history
 
@@ -167,7 +179,7 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
         report["teacher_sft"] = supervised_finetune(teacher, train_pairs, val_pairs, steps, profile.teacher_lr,
                                                     profile.teacher_batch_size, tokenizer.pad_token_id,
                                                     profile.warmup_ratio, log_every=max(profile.log_every, steps // 10),
-                                                    bf16=profile.train_bf16)
+                                                    bf16=profile.train_bf16, attention=sft_attention(device))
         if pair.startswith("tiny-") and warmup_steps:
             # The base student: a short warm start on the same data, stopped before its phase transition,
             # so that it writes task-shaped text but solves little (the paper's base students score ~0 on GSM).

@@ -102,3 +102,27 @@ def test_prepare_trains_once_caches_and_never_uses_a_partial_folder(tmp_path, mo
     summ = get_profile("smoke", student_warmup_steps_summ=3)
     assert train.pair_key(summ, "tiny-qwen", "synth_summ") == \
         train.pair_key(get_profile("smoke", student_warmup_steps_summ=3, student_warmup_steps=50), "tiny-qwen", "synth_summ")
+
+
+@pytest.mark.parametrize("kind", ["tiny-qwen", "tiny-llama"])
+def test_sft_with_eager_attention_trains_the_same_weights_and_restores_sdpa(tokenizer, kind):
+    """On CPU preparation trains teachers with eager attention (faster there): the same training
+    up to rounding, and the model keeps its own (SDPA) attention for everything after."""
+    assert train.sft_attention("cpu") == "eager" and train.sft_attention("cuda") is None
+    examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)[:48]
+    pairs = [(tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"]) for e in examples]
+    weights = {}
+    for attention in (None, "eager"):
+        model = models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5)
+        own = model.config._attn_implementation
+        used = []
+        model.model.layers[0].self_attn.register_forward_hook(
+            lambda module, args, out: used.append(module.config._attn_implementation))
+        train.supervised_finetune(model, pairs[:32], pairs[32:], 6, 3e-3, 8, tokenizer.pad_token_id,
+                                  eval_every=3, attention=attention)
+        assert set(used) == {attention or own}
+        assert model.config._attn_implementation == own == "sdpa"
+        weights[attention] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.allclose(weights[None], weights["eager"], atol=1e-4)
+    start = torch.cat([p.detach().flatten() for p in models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5).parameters()])
+    assert (weights[None] - start).abs().max() > 1e-3  # the steps moved the weights: the comparison has power
