@@ -64,6 +64,9 @@ def evaluate(model, tokenizer, task: str, examples, max_new_tokens: int, max_pro
     return score_outputs(task, examples, responses, style, tokenizer)
 
 
+TEACHER_CACHE_BYTES = 512 * 2**20  # the cpu profile needs ~20 MB; a Hub vocabulary at 512 tokens far more
+
+
 @torch.no_grad()
 def validation_loss(run: RunConfig, student, teacher, pairs, pad_token_id: int, vocab: int,
                     batch_size: int = 32, teacher_cache: dict | None = None) -> float:
@@ -81,7 +84,7 @@ def validation_loss(run: RunConfig, student, teacher, pairs, pad_token_id: int, 
         teacher_logits = (teacher_cache or {}).get((start, batch_size))
         if teacher_logits is None:
             teacher_logits = response_logits(teacher, t, vocab)
-            if teacher_cache is not None and _cached_bytes(teacher_cache) + _bytes(teacher_logits) <= TEACHER_CACHE_BYTES:
+            if teacher_cache is not None and _bytes(teacher_logits, *teacher_cache.values()) <= TEACHER_CACHE_BYTES:
                 teacher_cache[(start, batch_size)] = teacher_logits
         loss = target_loss("off_policy", run, response_logits(student, t, vocab), teacher_logits, t)
         total, rows = total + loss.item() * t.sequences.shape[0], rows + t.sequences.shape[0]
@@ -89,15 +92,9 @@ def validation_loss(run: RunConfig, student, teacher, pairs, pad_token_id: int, 
     return total / max(rows, 1)
 
 
-TEACHER_CACHE_BYTES = 512 * 2**20  # the cpu profile needs ~20 MB; a Hub vocabulary at 512 tokens far more
+def _bytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
-
-def _bytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
-def _cached_bytes(cache: dict) -> int:
-    return sum(_bytes(v) for v in cache.values())
 
 if __name__ == "__main__":
     from adaswitch_lib.models import load_model, load_tokenizer

@@ -74,7 +74,7 @@ def _estimate(profile: Profile, method: str, history) -> float:
 
 
 def _prepare_estimate(profile: Profile, task: str) -> float:
-    """Seconds to prepare a pair on one core (cpu profile: 585 s for synth_gsm, 493 s for synth_summ).
+    """Seconds to prepare a pair on one core (cpu profile, measured: 520 s for synth_gsm, 441 s for synth_summ).
     The order matters more than the value: preparations start longest first, so that two workers
     finish together (with one estimate for all, both long ones ended on one worker: +88 s wall)."""
     if profile.name == "smoke":
