@@ -73,6 +73,34 @@ class Targets:
     def responses(self) -> torch.Tensor:
         return self.sequences[:, self.prompt_length:]
 
+    def select(self, rows: torch.Tensor) -> "Targets":
+        """These rows alone, without the columns of padding they all share (leading prompt padding,
+        trailing response padding). Every kept position scores as before: causal attention never sees
+        the trailing columns and the mask hides the leading ones."""
+        attended = self.attention_mask[rows, :self.prompt_length].any(0)
+        cut = int(attended.int().argmax()) if bool(attended.any()) else 0
+        written = self.response_mask[rows].any(0).nonzero()
+        width = int(written.max()) + 1 if len(written) else 1
+        keep = slice(cut, self.prompt_length + width)
+        batch = self.sequences.shape[0]
+        stats = {k: v[rows] for k, v in self.stats.items() if torch.is_tensor(v) and v.dim() and len(v) == batch}
+        logits = None if self.teacher_logits is None else self.teacher_logits[rows, :width]
+        return Targets(self.sequences[rows, keep], self.attention_mask[rows, keep], self.response_mask[rows, :width],
+                       self.prompt_length - cut, stats, logits)
+
+
+def length_groups(targets: Targets, groups: int) -> list[Targets]:
+    """The batch as `groups` parts of rows of similar length (prompt + response), each trimmed of the
+    padding its rows share. A loss summed over the parts with the whole batch's normaliser
+    (`position_weights(total_rows=, total_tokens=)`) equals the whole batch's up to rounding, while
+    less padding is computed: a cpu KD batch of 16 is ~27 % padding. groups <= 1: the batch itself."""
+    rows = targets.sequences.shape[0]
+    if groups <= 1 or rows < 2:
+        return [targets]
+    lengths = targets.attention_mask[:, :targets.prompt_length].sum(-1) + targets.response_mask.sum(-1)
+    order = torch.argsort(lengths, stable=True)
+    return [targets.select(part) for part in order.chunk(min(groups, rows))]
+
 
 def shared_vocab_size(student, teacher, tokenizer_size: int | None = None) -> int:
     """The vocabulary both models score. Embedding matrices may differ by padding rows (Qwen2.5

@@ -29,6 +29,7 @@ from adaswitch_lib.data import left_pad
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.losses import distill_loss, nll_loss, position_weights
 from adaswitch_lib.methods import EARLY_METHODS, get_method
+from adaswitch_lib.decoding import length_groups
 from adaswitch_lib.sampler import SamplerConfig, Targets, sample_targets, shared_vocab_size
 
 Pair = tuple[list[int], list[int]]  # (prompt ids, response ids ending in EOS)
@@ -284,11 +285,13 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
                                      teacher_pairs=[teacher_pairs[rows[i]] for i in part] if teacher_pairs else None,
                                      gather=gather)
                        for part in micro]
+            # scoring and update go over rows grouped by length, each group trimmed of its shared padding
+            parts = [g for t in targets for g in length_groups(t, profile.length_groups)]
             _sync(device)
             t1 = time.perf_counter()
             # 2. teacher logits: kept by the sampler (SKD, AdaSwitch) or one scoring pass
             teacher_logits = []
-            for t in targets:
+            for t in parts:
                 if not method.needs_teacher_logits:
                     teacher_logits.append(None)
                 elif t.teacher_logits is not None:
@@ -303,12 +306,12 @@ def distill(run: RunConfig, teacher, student, tokenizer, kd_pairs: list[Pair], *
             total_tokens = int(accelerator.reduce(counts, reduction="sum").item())
             model.train()
             step_loss = torch.zeros((), device=device)
-            for k, (t, t_logits) in enumerate(zip(targets, teacher_logits)):
+            for k, (t, t_logits) in enumerate(zip(parts, teacher_logits)):
                 # DDP averages gradients over processes: scale by `world` so the sum is the global loss
                 weights = world * position_weights(t.response_mask, run.loss_reduction, total_rows=batch,
                                                    total_tokens=total_tokens)
                 # gradients are all-reduced once, after the last micro-batch
-                with accelerator.no_sync(model) if k < len(targets) - 1 else contextlib.nullcontext():
+                with accelerator.no_sync(model) if k < len(parts) - 1 else contextlib.nullcontext():
                     with accelerator.autocast():
                         loss = target_loss(run.method, run, response_logits(model, t, vocab), t_logits, t, weights)
                     accelerator.backward(loss)

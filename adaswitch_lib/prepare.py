@@ -39,16 +39,50 @@ def collate(pairs, pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tenso
     return ids.to(device), mask.to(device), labels.to(device)
 
 
+def length_sorted_groups(pairs, groups: int) -> list[list]:
+    """(prompt, response) pairs as `groups` parts of similar total length: each part pads only to
+    its own longest row (a cpu SFT batch of 32 is ~28 % padding as one batch)."""
+    ordered = sorted(pairs, key=lambda pair: len(pair[0]) + len(pair[1]))
+    size = math.ceil(len(ordered) / max(1, groups))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def response_nll(model, batch, normaliser: float = 1.0) -> tuple[torch.Tensor, int]:
+    """(summed next-token NLL of the response tokens / normaliser, how many) for a `collate`d batch,
+    as the model's own loss computes it. The output head sees response positions only: prompt
+    positions carry no label, and at a 151,936-token vocabulary their logits would dwarf the rest.
+    (Qwen2 and Llama heads are a plain projection; a model with logit soft-capping needs its own.)"""
+    ids, mask, labels = batch
+    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    labels = labels[:, 1:]
+    scored = labels != -100
+    logits = model.get_output_embeddings()(hidden[scored]).float()
+    return torch.nn.functional.cross_entropy(logits, labels[scored], reduction="sum") / normaliser, int(scored.sum())
+
+
+def sft_backward(model, batch, pad_token_id: int, length_groups: int = 1, bf16: bool = False) -> torch.Tensor:
+    """Gradients of the batch's mean response-token loss, accumulated over length-sorted groups;
+    returns the loss (detached)."""
+    device = next(model.parameters()).device
+    groups = [collate(group, pad_token_id, device) for group in length_sorted_groups(batch, length_groups)]
+    tokens = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in groups)
+    loss = torch.zeros((), device=device)
+    for group in groups:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            part, _ = response_nll(model, group, max(tokens, 1))
+        part.backward()
+        loss += part.detach()
+    return loss
+
+
 @torch.no_grad()
 def validation_loss(model, pairs, pad_token_id: int, batch_size: int = 64) -> float:
     was_training = model.training
     model.eval()
     device, total, count = next(model.parameters()).device, 0.0, 0
     for start in range(0, len(pairs), batch_size):
-        ids, mask, labels = collate(pairs[start:start + batch_size], pad_token_id, device)
-        n = int((labels[:, 1:] != -100).sum())
-        total += model(input_ids=ids, attention_mask=mask, labels=labels).loss.item() * n
-        count += n
+        loss, n = response_nll(model, collate(pairs[start:start + batch_size], pad_token_id, device))
+        total, count = total + loss.item(), count + n
     model.train(was_training)
     return total / max(count, 1)
 
@@ -63,10 +97,12 @@ def sft_attention(device) -> str | None:
 
 def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, batch_size: int, pad_token_id: int,
                         warmup_ratio: float = 0.1, eval_every: int = 0, seed: int = 0, log_every: int = 50,
-                        bf16: bool = False, attention: str | None = None) -> dict:
+                        bf16: bool = False, attention: str | None = None, length_groups: int = 1) -> dict:
     """AdamW + linear warm-up and cosine decay (transformers' schedule); loss on response tokens.
     Keeps the weights with the lowest validation loss (paper §3.3). Returns the history.
-    `attention`: the attention implementation to train with (the model's own is restored after)."""
+    `attention`: the attention implementation to train with (the model's own is restored after);
+    `length_groups`: each batch computed as this many length-sorted groups (the same gradient up to
+    rounding, less padding)."""
     from transformers import get_cosine_schedule_with_warmup
     device = next(model.parameters()).device
     own_attention = model.config._attn_implementation
@@ -90,10 +126,7 @@ def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, ba
             rng.shuffle(order)
         batch = [train_pairs[i] for i in order[cursor:cursor + batch_size]]
         cursor += batch_size
-        ids, mask, labels = collate(batch, pad_token_id, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
+        loss = sft_backward(model, batch, pad_token_id, length_groups, bf16)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         history["train_loss"].append(loss.item())
@@ -124,7 +157,7 @@ def pair_key(profile: Profile, pair: str, task: str) -> str:
     models (a field that only another task uses does not retrain this one)."""
     names = ("teacher_shape", "student_shape", "tokenizer_vocab", "synth", "teacher_lr", "teacher_epochs",
              "teacher_batch_size", "dropout", "student_lr", "instruct", "warmup_ratio", "max_eval_examples",
-             "dtype", "train_bf16")
+             "dtype", "train_bf16", "length_groups")
     fields = {n: getattr(profile, n) for n in names}
     fields = {n: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for n, v in fields.items()}
     teacher_steps, warmup_steps = task_sft_steps(profile, task)
@@ -179,14 +212,16 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
         report["teacher_sft"] = supervised_finetune(teacher, train_pairs, val_pairs, steps, profile.teacher_lr,
                                                     profile.teacher_batch_size, tokenizer.pad_token_id,
                                                     profile.warmup_ratio, log_every=max(profile.log_every, steps // 10),
-                                                    bf16=profile.train_bf16, attention=sft_attention(device))
+                                                    bf16=profile.train_bf16, attention=sft_attention(device),
+                                                    length_groups=profile.length_groups)
         if pair.startswith("tiny-") and warmup_steps:
             # The base student: a short warm start on the same data, stopped before its phase transition,
             # so that it writes task-shaped text but solves little (the paper's base students score ~0 on GSM).
             report["student_warm_start"] = supervised_finetune(
                 student, train_pairs, val_pairs, warmup_steps, profile.student_lr, profile.teacher_batch_size,
                 tokenizer.pad_token_id, profile.warmup_ratio, eval_every=warmup_steps, seed=1,
-                log_every=max(profile.log_every, warmup_steps // 5), bf16=profile.train_bf16)
+                log_every=max(profile.log_every, warmup_steps // 5), bf16=profile.train_bf16,
+                length_groups=profile.length_groups)
         for name, model in (("teacher", teacher), ("student", student)):
             model.save_pretrained(tmp / name)
             start = time.perf_counter()
@@ -215,7 +250,8 @@ def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
     history = supervised_finetune(student, tokenize_pairs(tokenizer, kd, max_prompt, max_new),
                                   tokenize_pairs(tokenizer, val[:512], max_prompt, max_new), steps, profile.kd_lr,
                                   profile.kd_batch_size, tokenizer.pad_token_id, profile.warmup_ratio, seed=3,
-                                  log_every=max(profile.log_every, steps // 5), bf16=profile.train_bf16)
+                                  log_every=max(profile.log_every, steps // 5), bf16=profile.train_bf16,
+                                  length_groups=profile.length_groups)
     report = dict(steps=steps, batch_size=profile.kd_batch_size, lr=profile.kd_lr, seconds=history["seconds"],
                   score=evaluate(student, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size).score)
     models.write_json_atomic(out_file, report)

@@ -192,6 +192,52 @@ def test_accumulated_gradients_equal_one_batch_gradients(pair, monkeypatch, meth
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["on_policy", "adaswitch", "imitkd"])
+def test_length_groups_give_the_one_batch_gradient(pair, monkeypatch, method):
+    """Scoring and updating rows grouped by length, each group trimmed of its shared padding, is a
+    way of computing the same step: gradients equal up to rounding, with accumulation too."""
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingSGD)
+    grads = {}
+    for groups, accum in ((1, 1), (2, 1), (3, 1), (2, 2)):
+        RecordingSGD.seen = []
+        profile = get_profile("smoke", kd_batch_size=8, grad_accum_steps=accum, length_groups=groups,
+                              max_grad_norm=1e9)
+        distill(run_for(method, profile, adaswitch_k=1.1, adaswitch_window=2, imitkd_beta_start=0.5),
+                pair["teacher"], fresh_student(pair), pair["tokenizer"], pair["kd"], max_new_tokens=pair["max_new"],
+                steps=1)
+        grads[groups, accum] = RecordingSGD.seen[0]
+    for key, other in grads.items():
+        for a, b in zip(grads[1, 1], other):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4, msg=f"groups, accum = {key}")
+
+
+def test_a_length_group_scores_its_rows_as_the_whole_batch_does(pair):
+    """`Targets.select` keeps rows without the padding they share: fewer columns, the same logits
+    (student and teacher) at every response position, kept teacher logits sliced alike; the groups
+    of `length_groups` are the batch's rows, shortest first."""
+    from adaswitch_lib.decoding import length_groups
+    t = _targets("adaswitch", pair, step_noise(0, 5, 8, pair["max_new"]), adaswitch_k=1.1, adaswitch_window=2)
+    vocab = len(pair["tokenizer"])
+    lengths = t.attention_mask[:, :t.prompt_length].sum(-1) + t.response_mask.sum(-1)
+    rows = torch.argsort(lengths)[:4]  # the shortest half: both ends have padding to cut
+    part = t.select(rows)
+    assert part.sequences.shape[1] < t.sequences.shape[1] and part.prompt_length <= t.prompt_length
+    torch.testing.assert_close(part.response_mask, t.response_mask[rows, :part.response_mask.shape[1]])
+    assert int(part.response_mask.sum()) == int(t.response_mask[rows].sum())  # no response token lost
+    with torch.no_grad():
+        for model in (pair["student"], pair["teacher"]):
+            mask = part.response_mask.bool()
+            whole = response_logits(model, t, vocab)[rows, :mask.shape[1]]
+            torch.testing.assert_close(response_logits(model, part, vocab)[mask], whole[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(part.teacher_logits, t.teacher_logits[rows, :part.response_mask.shape[1]])
+    groups = length_groups(t, 2)
+    assert [len(g.sequences) for g in groups] == [4, 4]
+    first, second = (g.attention_mask[:, :g.prompt_length].sum(-1) + g.response_mask.sum(-1) for g in groups)
+    assert int(first.max()) <= int(second.min())
+    assert sorted((first.tolist() + second.tolist())) == sorted(lengths.tolist())
+    assert length_groups(t, 1) == [t]
+
+
 def test_same_seed_and_config_give_identical_results(cache, tmp_path):
     profile = get_profile("smoke", kd_steps=3)
     first = results.run_distillation(run_for("adaswitch", profile, tmp_path / "a"), cache_root=cache)
