@@ -159,7 +159,7 @@ def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     plan = build_jobs(profile, only, results_dir, cache_dir)
     todo = [j for j in plan if not j.done]
-    work = sum(j.estimate for j in todo if j.kind != "report") / jobs + sum(j.estimate for j in todo if j.kind == "report")
+    work = sum(j.estimate for j in todo) / jobs
     print(f"==> [{profile.name}] {len(plan)} jobs ({len(plan) - len(todo)} finished before), {jobs} at a time "
           f"x {threads} torch thread(s); estimated {_clock(work)}", flush=True)
     if dry_run:
@@ -169,18 +169,18 @@ def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: 
         return 0
     failures, phase_seconds, count = [], {}, 0
     for phase in PHASES:
-        width = 1 if phase == "report" else jobs  # reports read every record: one after another
+        # every phase runs `jobs` at a time: reports too (they read the records, each writes its own files)
         # longest first: the last job to start is a short one, so no core idles through a long tail
-        batch = sorted((j for j in plan if j.kind == phase), key=lambda j: -j.estimate if width > 1 else 0)
+        batch = sorted((j for j in plan if j.kind == phase), key=lambda j: -j.estimate if jobs > 1 else 0)
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=width) as pool:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {}
             for job in batch:
                 if job.done:
                     count += 1
                     print(f"[{count}/{len(plan)}] {job.label} … finished before", flush=True)
                     continue
-                futures[pool.submit(execute, job, profile, results_dir, threads if width > 1 else os.cpu_count() or 1)] = job
+                futures[pool.submit(execute, job, profile, results_dir, threads if jobs > 1 else os.cpu_count() or 1)] = job
             left = sum(j.estimate for j in futures.values())
             for future in as_completed(futures):
                 job = futures[future]
@@ -188,7 +188,7 @@ def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: 
                 count += 1
                 left -= job.estimate
                 later = PHASES[PHASES.index(phase) + 1:]
-                eta = left / width + sum(j.estimate for j in plan if j.kind in later and not j.done)
+                eta = left / jobs + sum(j.estimate for j in plan if j.kind in later and not j.done)
                 status = f"{job.seconds:.0f} s" if ok else f"FAILED after {job.seconds:.0f} s: see {where}"
                 print(f"[{count}/{len(plan)}] {job.label} … {status}  (~{_clock(max(eta, 0))} left)", flush=True)
                 if not ok:

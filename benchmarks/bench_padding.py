@@ -29,7 +29,7 @@ from adaswitch_lib import models  # noqa: E402
 from adaswitch_lib.config import RunConfig, get_profile  # noqa: E402
 from adaswitch_lib.data import load_profile_task, token_limits, tokenize_pairs  # noqa: E402
 from adaswitch_lib.distill import distill  # noqa: E402
-from adaswitch_lib.prepare import (CACHE_ROOT, load_prepared, pair_folder_if_ready, sft_attention,  # noqa: E402
+from adaswitch_lib.prepare import (CACHE_ROOT, collate, load_prepared, pair_folder_if_ready, sft_attention,  # noqa: E402
                                    sft_backward)
 
 
@@ -62,7 +62,12 @@ def main() -> None:
     def sft(groups):
         start = time.perf_counter()
         for batch in batches:
-            sft_backward(sft_model, batch, tokenizer.pad_token_id, groups, profile.train_bf16)
+            if groups == 0:  # what preparation did before: one batch, the model's own loss (every position's logits)
+                ids, mask, labels = collate(batch, tokenizer.pad_token_id, "cpu")
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=profile.train_bf16):
+                    sft_model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            else:
+                sft_backward(sft_model, batch, tokenizer.pad_token_id, groups, profile.train_bf16)
             sft_model.zero_grad(set_to_none=True)
         return (time.perf_counter() - start) / len(batches)
 
@@ -77,16 +82,22 @@ def main() -> None:
     cases = {f"teacher SFT step (batch {profile.teacher_batch_size})": sft,
              f"off-policy KD step (batch {profile.kd_batch_size})": lambda g: kd_step("off_policy", g),
              f"on-policy KD step (batch {profile.kd_batch_size})": lambda g: kd_step("on_policy", g)}
-    print(f"{args.pair} / {args.task}, profile {args.profile}, {args.threads} thread(s), medians of 3 alternations")
-    print(f"{'':38}" + "".join(f"{f'groups={g}':>12}" for g in settings) + "   speed-up over groups=" + str(settings[0]))
+    print(f"{args.pair} / {args.task}, profile {args.profile}, {args.threads} thread(s), medians of 3 alternations; "
+          f"SFT 'own loss': one batch through the model's own loss, as preparation trained before")
+    print(f"{'':34}{'own loss':>10}" + "".join(f"{f'groups={g}':>10}" for g in settings)
+          + f"   speed-up over groups={settings[0]} (and over own loss)")
     for name, case in cases.items():
-        seconds = {g: [] for g in settings}
+        tried = ([0] if case is sft else []) + settings
+        seconds = {g: [] for g in tried}
         for round_ in range(3):
-            for g in (settings if round_ % 2 == 0 else settings[::-1]):
+            for g in (tried if round_ % 2 == 0 else tried[::-1]):
                 seconds[g].append(case(g))
         median = {g: statistics.median(v) for g, v in seconds.items()}
         ratios = "  ".join(f"{median[settings[0]] / median[g]:.2f}x" for g in settings[1:])
-        print(f"{name:38}" + "".join(f"{median[g]:11.3f}s" for g in settings) + "   " + ratios, flush=True)
+        if 0 in median:
+            ratios += "  (" + "  ".join(f"{median[0] / median[g]:.2f}x" for g in settings) + ")"
+        own = f"{median[0]:9.3f}s" if 0 in median else f"{'-':>10}"
+        print(f"{name:34}{own}" + "".join(f"{median[g]:9.3f}s" for g in settings) + "   " + ratios, flush=True)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def child(task: str, steps: int, threads: int, bf16: bool) -> dict:
     from adaswitch_lib import models
     from adaswitch_lib.config import get_profile
     from adaswitch_lib.data import format_completion, format_prompt, load_profile_task, token_limits, tokenize_pairs
-    from adaswitch_lib.prepare import supervised_finetune
+    from adaswitch_lib.prepare import sft_attention, supervised_finetune
     profile = get_profile("cpu")
     train = load_profile_task(profile, task, "train")
     val = load_profile_task(profile, task, "validation")[:64]
@@ -43,7 +43,8 @@ def child(task: str, steps: int, threads: int, bf16: bool) -> dict:
     history = supervised_finetune(teacher, tokenize_pairs(tokenizer, train, max_prompt, max_new),
                                   tokenize_pairs(tokenizer, val, max_prompt, max_new), steps, profile.teacher_lr,
                                   profile.teacher_batch_size, tokenizer.pad_token_id, profile.warmup_ratio,
-                                  eval_every=steps, log_every=10 ** 9, bf16=bf16)
+                                  eval_every=steps, log_every=10 ** 9, bf16=bf16,
+                                  attention=sft_attention("cpu"), length_groups=profile.length_groups)
     checksum = sum(float(p.double().sum()) for p in teacher.parameters())
     return dict(checksum=checksum, last_train_loss=history["train_loss"][-1], seconds=history["seconds"])
 
