@@ -248,7 +248,7 @@ _PROFILES = {
                 # (16 % accuracy; 700 steps cross it: 58 %), so that the KD budget carries it across
                 student_warmup_steps=500, student_warmup_steps_summ=40, student_lr=2e-3,
                 kd_lr=2e-3, kd_steps=500, kd_batch_size=16, eval_batch_size=100,
-                # rows grouped by length: teacher SFT steps ~1.1-1.2x, KD steps up to ~1.08x faster
+                # rows grouped by length: teacher SFT steps ~1.2x, off-policy KD steps ~1.1x faster
                 # (benchmarks/bench_padding.py)
                 length_groups=2,
                 eval_subset=100, val_loss_examples=128,

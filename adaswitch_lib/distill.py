@@ -26,10 +26,10 @@ import torch
 
 from adaswitch_lib.config import RunConfig
 from adaswitch_lib.data import left_pad
+from adaswitch_lib.decoding import length_groups
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.losses import distill_loss, nll_loss, position_weights
 from adaswitch_lib.methods import EARLY_METHODS, get_method
-from adaswitch_lib.decoding import length_groups
 from adaswitch_lib.sampler import SamplerConfig, Targets, sample_targets, shared_vocab_size
 
 Pair = tuple[list[int], list[int]]  # (prompt ids, response ids ending in EOS)
