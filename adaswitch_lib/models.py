@@ -53,7 +53,8 @@ def device_and_dtype(dtype: str = "auto", device: str | None = None,
 
 
 def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None, revision: str | None = None):
-    """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode."""
+    """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode; in bf16/fp16
+    on CPU with `SHORT_QUERY_ATTENTION` (see `short_query_attention`)."""
     from transformers import AutoModelForCausalLM
     device, torch_dtype = device_and_dtype(dtype, device)
     _require_reachable(name_or_path)
@@ -61,7 +62,59 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, revision=revision)
     except OSError as error:
         raise DataUnavailableError(f"cannot load model {name_or_path}: {str(error).splitlines()[0][:160]}") from None
+    if device.type == "cpu" and torch_dtype in (torch.bfloat16, torch.float16):
+        model.set_attn_implementation(register_short_query_attention())
     return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------- attention for decoding on CPU
+SHORT_QUERY_ATTENTION = "sdpa_short_query_math"
+SHORT_QUERY = 24  # query tokens up to which reduced-precision CPU attention runs as plain matmuls
+
+
+def short_query_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                          is_causal=None, **kwargs):
+    """transformers' SDPA attention, except for short queries (<= SHORT_QUERY tokens: decode steps,
+    draft verification) in bf16/fp16 on CPU, which run as matmul -> fp32 softmax -> matmul, as
+    transformers' "eager" attention does. PyTorch's CPU SDPA kernel is slow there: a bf16 decode
+    step at batch 16, 4 heads, 100 keys took 483 us against 91 us for the matmuls, a 17-token
+    query 681 against 310 us; from ~32 query tokens on SDPA is as fast or faster
+    (benchmarks/bench_attention.py --kernel). Same values up to rounding (tested)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    batch, heads, q_len, dim = query.shape
+    if (query.device.type != "cpu" or query.dtype == torch.float32 or q_len > SHORT_QUERY or module.training
+            or kwargs.get("position_bias") is not None):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    if attention_mask is None and q_len > 1 and (getattr(module, "is_causal", True) if is_causal is None else is_causal):
+        # no mask and several queries means "causal from the first key" to SDPA (a prefill; with a
+        # preallocated cache the keys past the queries are empty), as in sdpa_attention_forward
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+        attention_mask = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).tril()
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads  # grouped-query attention: query heads kv*groups + g share key/value head kv
+    scaling = dim ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query.reshape(batch, kv_heads, groups * q_len, dim), key.transpose(-1, -2)).float()
+    scores = (scores * scaling).view(batch, kv_heads, groups, q_len, kv_len)
+    if attention_mask is not None:
+        mask = attention_mask[..., :kv_len]
+        mask = mask[:, :, None] if mask.dim() == 4 else mask  # [B, 1, Q, S] -> [B, 1, 1, Q, S]
+        if mask.dtype == torch.bool:  # True = attend; a fully masked row gets uniform weights, as in eager
+            scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
+        else:
+            scores = scores + mask.float()
+    weights = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * q_len, kv_len)
+    out = torch.matmul(weights, value).view(batch, kv_heads, groups, q_len, dim).reshape(batch, heads, q_len, dim)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_short_query_attention() -> str:
+    """Make `short_query_attention` selectable by name (with SDPA's mask); returns the name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    AttentionInterface.register(SHORT_QUERY_ATTENTION, short_query_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SHORT_QUERY_ATTENTION, sdpa_mask)
+    return SHORT_QUERY_ATTENTION
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None):

@@ -158,3 +158,53 @@ def test_sft_loss_on_response_positions_and_length_groups_match_the_models_own_l
     assert torch.allclose(weights[1], weights[2], atol=1e-4)
     start = torch.cat([p.detach().flatten() for p in models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5).parameters()])
     assert (weights[1] - start).abs().max() > 1e-3  # the steps moved the weights: the comparison has power
+
+
+@pytest.mark.parametrize("q_len", [1, 2, 9, 17])
+@pytest.mark.parametrize("mask_kind", ["padded", "float", "none"])
+def test_short_query_attention_matches_sdpa(q_len, mask_kind):
+    """The matmul path for short bf16 queries on CPU computes SDPA's attention (grouped-query heads,
+    a left-padded and causal mask with a KV-cache offset, an additive mask, or none) up to bf16
+    rounding; fp32 and long queries go to SDPA itself, bit for bit."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    g = torch.Generator().manual_seed(q_len)
+    batch, heads, kv_heads, kv_len, dim = 3, 4, 2, 30, 16
+    module = types.SimpleNamespace(num_key_value_groups=heads // kv_heads, is_causal=True, training=False)
+    q, k, v = (torch.randn(batch, h, n, dim, generator=g) for h, n in ((heads, q_len), (kv_heads, kv_len), (kv_heads, kv_len)))
+    keep = torch.ones(batch, 1, q_len, kv_len, dtype=torch.bool).tril(kv_len - q_len)
+    keep[0, ..., :7] = False  # a left-padded row
+    mask = {"padded": keep, "float": torch.zeros(keep.shape).masked_fill(~keep, -1e9), "none": None}[mask_kind]
+    expected, _ = sdpa_attention_forward(module, q, k, v, mask)  # fp32 reference [B, Q, H, D]
+    qb, kb, vb = (t.bfloat16() for t in (q, k, v))
+    got, _ = models.short_query_attention(module, qb, kb, vb, None if mask is None else mask.to(
+        torch.bool if mask.dtype == torch.bool else torch.bfloat16))
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape == (batch, q_len, heads, dim)
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
+    if mask_kind == "padded":  # the padded keys carry weight nowhere: changing them changes nothing
+        kb2, vb2 = kb.clone(), vb.clone()
+        kb2[0, :, :7], vb2[0, :, :7] = 100.0, 100.0
+        assert torch.equal(models.short_query_attention(module, qb, kb2, vb2, mask)[0], got)
+    for args in ((q, k, v, mask), (torch.randn(batch, heads, 40, dim, generator=g).bfloat16(), kb, vb, None)):
+        assert torch.equal(models.short_query_attention(module, *args)[0], sdpa_attention_forward(module, *args)[0])
+
+
+def test_bf16_models_on_cpu_decode_with_short_query_attention(tmp_path, tokenizer):
+    """load_model gives a bf16 model on CPU the short-query attention (fp32 keeps SDPA); its
+    decode-step logits agree with SDPA's up to bf16 rounding, and greedy tokens agree."""
+    from adaswitch_lib.decoding import Decoder
+    models.tiny_model("tiny-qwen", SMOKE.teacher_shape, tokenizer, seed=3).save_pretrained(tmp_path / "model")
+    fast = models.load_model(str(tmp_path / "model"), "bfloat16", "cpu")
+    assert fast.config._attn_implementation == models.SHORT_QUERY_ATTENTION
+    assert models.load_model(str(tmp_path / "model"), "float32", "cpu").config._attn_implementation == "sdpa"
+    reference = models.load_model(str(tmp_path / "model"), "bfloat16", "cpu")
+    reference.set_attn_implementation("sdpa")
+    ids = torch.randint(3, len(tokenizer), (4, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    with torch.no_grad():
+        decoders = [Decoder(m, ids, mask, len(tokenizer), 8) for m in (fast, reference)]
+        for step in range(6):
+            tokens = decoders[1].next_logits.argmax(-1, keepdim=True)
+            torch.testing.assert_close(decoders[0].next_logits.float(), decoders[1].next_logits.float(), atol=0.05, rtol=0.05)
+            logits = [dec.feed(tokens if step % 2 else tokens.repeat(1, 3), all_logits=True).float() for dec in decoders]
+            torch.testing.assert_close(logits[0], logits[1], atol=0.05, rtol=0.05)
