@@ -53,8 +53,8 @@ def device_and_dtype(dtype: str = "auto", device: str | None = None,
 
 
 def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None, revision: str | None = None):
-    """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode; in bf16/fp16
-    on CPU with `SHORT_QUERY_ATTENTION` (see `short_query_attention`)."""
+    """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode, with the
+    attention `choose_attention` picks for its dtype and device."""
     from transformers import AutoModelForCausalLM
     device, torch_dtype = device_and_dtype(dtype, device)
     _require_reachable(name_or_path)
@@ -62,9 +62,15 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, revision=revision)
     except OSError as error:
         raise DataUnavailableError(f"cannot load model {name_or_path}: {str(error).splitlines()[0][:160]}") from None
-    if device.type == "cpu" and torch_dtype in (torch.bfloat16, torch.float16):
+    return choose_attention(model.to(device)).eval()
+
+
+def choose_attention(model):
+    """Give a bf16/fp16 model on CPU `SHORT_QUERY_ATTENTION` (see `short_query_attention`); any
+    other keeps its own. Returns the model."""
+    if model.device.type == "cpu" and model.dtype in (torch.bfloat16, torch.float16):
         model.set_attn_implementation(register_short_query_attention())
-    return model.to(device).eval()
+    return model
 
 
 # ---------------------------------------------------------------------------- attention for decoding on CPU

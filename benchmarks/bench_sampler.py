@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from adaswitch_lib.data import left_pad
+from adaswitch_lib.models import choose_attention
 from adaswitch_lib.sampler import SamplerConfig, sample_targets
 
 REGIMES = {"no switch": (math.inf, 10), "late switch": (1.5, 10), "early switch": (1.1, 2)}  # (K, L)
@@ -32,13 +33,13 @@ REGIMES = {"no switch": (math.inf, 10), "late switch": (1.5, 10), "early switch"
 
 def build(spec: str, vocab: int, head_scale: float, seed: int, dtype, device):
     if "," not in spec:  # a folder or Hub id
-        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype).to(device).eval()
+        return choose_attention(AutoModelForCausalLM.from_pretrained(spec, dtype=dtype).to(device)).eval()
     layers, hidden, heads, kv, inter = (int(x) for x in spec.split(","))
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                          num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=4096,
                          tie_word_embeddings=False)
-    model = Qwen2ForCausalLM(config).to(dtype=dtype, device=device).eval()
+    model = choose_attention(Qwen2ForCausalLM(config).to(dtype=dtype, device=device)).eval()  # as load_model does
     with torch.no_grad():
         model.lm_head.weight.mul_(head_scale)
     return model
@@ -136,6 +137,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trained", help="profile:pair:task of a prepared pair, e.g. cpu:tiny-qwen:synth_gsm")
     parser.add_argument("--batches", type=int, default=4, help="with --trained: batches of test prompts")
+    parser.add_argument("--regimes", default=",".join(REGIMES),
+                        help=f"comma list of the random-init regimes to time (default: all of {', '.join(REGIMES)})")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.trained:
@@ -166,7 +169,10 @@ def main():
     print(f"device {args.device} ({args.dtype}), teacher {args.teacher}, student {args.student}, vocab {vocab}, "
           f"batch {args.batch} x {args.new_tokens} new tokens, draft chunk {args.draft_chunk}, {args.repeats} repeats\n")
     rows = []
-    for regime, (k, window) in REGIMES.items():
+    chosen = args.regimes.split(",")
+    if not set(chosen) <= set(REGIMES):
+        raise SystemExit(f"--regimes {args.regimes!r}: choose from {', '.join(REGIMES)}")
+    for regime, (k, window) in ((r, REGIMES[r]) for r in chosen):
         cfg = SamplerConfig(**{**base.__dict__, "adaswitch_k": k, "adaswitch_window": window})
         keep = SamplerConfig(**{**cfg.__dict__, "keep_teacher_logits": True})
         seed = lambda: torch.Generator().manual_seed(1)

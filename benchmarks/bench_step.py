@@ -9,7 +9,8 @@ new tokens, fp32, 2 threads: the shape at which TRL 1.16's GKDTrainer took 0.34 
 step on these machines. With random weights no row ends early (no EOS) and nothing switches
 unless K is small; `--prepared` uses a trained pair and real prompts instead. Every method runs
 `distill.distill` itself, so the numbers are what a run pays. Methods alternate (A B B A ...) and
-the first steps of each repeat are warm-up; medians over the rest.
+the first steps of each repeat are warm-up; medians over the rest. `--teacher-attention
+auto,sdpa` times each method with the teacher's attention as a run has it and with SDPA, side by side.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adaswitch_lib.config import RunConfig, TinyShape, get_profile  # noqa: E402
 from adaswitch_lib.distill import distill  # noqa: E402
+from adaswitch_lib.models import choose_attention, register_short_query_attention  # noqa: E402
 
 
 class _Tokenizer:
@@ -61,6 +63,9 @@ def main(argv=None) -> None:
     parser.add_argument("--teacher-dtype", default="float32", help="the frozen teacher's dtype: float32 or bfloat16")
     parser.add_argument("--teacher-continuation", default="exact", help="AdaSwitch after the switch: exact or speculative")
     parser.add_argument("--mixed-precision", default="no", help="accelerate's mixed_precision: no, bf16, fp16")
+    parser.add_argument("--teacher-attention", default="auto",
+                        help="comma list, each variant timed side by side: auto (what a run uses: short-query "
+                             "for a bf16 teacher on CPU, else SDPA), sdpa, eager, short-query")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = get_profile("cpu", kd_batch_size=args.batch, eval_every_early=10**6, eval_every=10**6, log_every=10**6,
@@ -78,28 +83,32 @@ def main(argv=None) -> None:
         pairs = [(torch.randint(3, 426, (int(n),), generator=g).tolist(), torch.randint(3, 426, (args.new_tokens,),
                   generator=g).tolist()) for n in torch.randint(30, 60, (256,), generator=g)]
         shape = "random-init 4x256 -> 2x128, vocab 426"
-    teacher = teacher.to(getattr(torch, args.teacher_dtype))
+    teacher = choose_attention(teacher.to(getattr(torch, args.teacher_dtype)))
+    attention = {"auto": teacher.config._attn_implementation, "sdpa": "sdpa", "eager": "eager",
+                 "short-query": register_short_query_attention()}
     state = {k: v.clone() for k, v in student.state_dict().items()}
-    methods = args.methods.split(",")
-    order = [m for r in range(args.repeats) for m in (methods if r % 2 == 0 else methods[::-1])]
-    per_method = {m: [] for m in methods}
-    for method in order:
+    variants = [(m, a) for m in args.methods.split(",") for a in args.teacher_attention.split(",")]
+    order = [v for r in range(args.repeats) for v in (variants if r % 2 == 0 else variants[::-1])]
+    per_method = {v: [] for v in variants}
+    for method, attn in order:
+        teacher.set_attn_implementation(attention[attn])
         student.load_state_dict(state)  # every repeat starts from the same student
         run = RunConfig(profile=profile, pair="tiny-qwen", task=args.task, method=method, adaswitch_k=args.K, teacher_continuation=args.teacher_continuation,
                         adaswitch_window=args.L)
         out = distill(run, teacher, student, tokenizer, pairs, max_new_tokens=args.new_tokens, steps=args.steps)
-        per_method[method] += out.log[1:]  # the first step of each repeat warms up
+        per_method[(method, attn)] += out.log[1:]  # the first step of each repeat warms up
     print(f"{shape}; batch {args.batch} x {args.new_tokens} new tokens; {args.threads} threads; "
           f"teacher {args.teacher_dtype}, mixed precision {args.mixed_precision}, continuation {args.teacher_continuation}; K={args.K}, L={args.L}; medians over {args.repeats} x {args.steps - 1} steps")
-    base = statistics.median(sum(e["seconds"].values()) for e in per_method.get("on_policy", per_method[methods[0]]))
-    print(f"| method | s/step | / on-policy | sampling | teacher scoring | student update | tokens/row | switch rate |")
-    print("|---|---|---|---|---|---|---|---|")
-    for method in methods:
-        log = per_method[method]
+    base = statistics.median(sum(e["seconds"].values()) for e in per_method.get(("on_policy", variants[0][1]),
+                                                                                 per_method[variants[0]]))
+    print(f"| method | teacher attention | s/step | / on-policy | sampling | teacher scoring | student update | tokens/row | switch rate |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for method, attn in variants:
+        log = per_method[(method, attn)]
         total = statistics.median(sum(e["seconds"].values()) for e in log)
         split = {k: statistics.median(e["seconds"][k] for e in log) for k in log[0]["seconds"]}
         switch = statistics.mean(e["switch_rate"] for e in log) if "switch_rate" in log[0] else None
-        print(f"| {method} | {total:.3f} | {total / base:.2f}x | {split['sampling']:.3f} | "
+        print(f"| {method} | {attention[attn]} | {total:.3f} | {total / base:.2f}x | {split['sampling']:.3f} | "
               f"{split['teacher_scoring']:.3f} | {split['student_update']:.3f} | "
               f"{statistics.mean(e['mean_response_length'] for e in log):.1f} | "
               f"{'-' if switch is None else f'{switch:.0%}'} |")

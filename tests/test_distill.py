@@ -47,7 +47,11 @@ def run_for(method, profile=SMOKE, tmp_path=None, **fields):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path):
+def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path, monkeypatch):
+    scored_by = []  # the layer count of each model the loop runs over targets (the smoke teacher has more)
+    real = distill_module.response_logits
+    monkeypatch.setattr(distill_module, "response_logits",
+                        lambda model, *args: scored_by.append(model.config.num_hidden_layers) or real(model, *args))
     run = run_for(method, get_profile("smoke", kd_steps=3), tmp_path)
     record = results.run_distillation(run, cache_root=cache)
     folder = results.run_folder(run)
@@ -73,8 +77,13 @@ def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path):
         assert all(0 <= e["replacement_rate"] <= 1 for e in log)
     if method == "imitkd":
         assert [e["imitkd_beta"] for e in log] == pytest.approx([1.0, 2 / 3, 1 / 3])
-    if get_method_loss(method) == "nll":
-        assert record["timings"]["teacher_scoring"] < 0.01  # NLL methods never run the teacher on targets
+    # a teacher scoring pass only where the loss needs teacher logits the sampler did not keep (SKD and
+    # AdaSwitch reuse theirs; NLL methods never run the teacher on targets); a student pass every step
+    assert SMOKE.teacher_shape.layers != SMOKE.student_shape.layers
+    scoring_pass = get_method_loss(method) == "divergence" and method not in ("skd", "adaswitch")
+    teacher_passes = scored_by.count(SMOKE.teacher_shape.layers)  # one per length group and step
+    assert (teacher_passes >= 3) if scoring_pass else (teacher_passes == 0)
+    assert scored_by.count(SMOKE.student_shape.layers) >= 3
 
 
 def get_method_loss(method):

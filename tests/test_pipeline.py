@@ -207,3 +207,17 @@ def test_prune_deletes_only_the_records_the_profile_no_longer_plans(tmp_path):
     assert [p.name for p in stale_records(profile, tmp_path)] == sorted(old)
     assert pipeline.main(["--profile", "smoke", "--results-dir", str(tmp_path), "--prune"]) == 0
     assert sorted(p.name for p in runs.iterdir()) == sorted(keep)
+
+
+def test_provenance_names_the_cpu_generation_and_its_bf16_instructions(tmp_path, monkeypatch):
+    """Hosts a hypervisor names alike ("AMD EPYC") differ in speed by generation: the family and
+    model go into every record, with the bf16 instructions that decide bf16 rounding."""
+    import torch
+    from adaswitch_lib.results import _device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    head = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+    (tmp_path / "bf16").write_text(head + "flags\t\t: fpu avx512f avx512_bf16\n")
+    (tmp_path / "plain").write_text(head.replace("26", "23") + "flags\t\t: fpu avx2\n")
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert _device(str(tmp_path / "bf16")) == f"cpu: AMD EPYC (cpu family 26, model 2, {capability}, avx512_bf16)"
+    assert _device(str(tmp_path / "plain")) == f"cpu: AMD EPYC (cpu family 23, model 2, {capability}, no bf16 instructions)"
