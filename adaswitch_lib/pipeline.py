@@ -38,12 +38,15 @@ REPORTS = {"table1": "04_table1.ipynb", "table2": "05_table2.ipynb", "fig3": "06
            "fig8": "08_fig5_fig8.ipynb", "fig6": "09_fig6.ipynb", "fig9": "10_fig9.ipynb"}
 CLAIMS = "11_claims.ipynb"
 PHASES = ("prepare", "distill", "report")  # each phase needs the one before it
-# Rough seconds per KD step of one 1-thread process on the cpu profile's shapes, for the time
-# estimate before any run of the method has finished (measured records replace them).
-SECONDS_PER_STEP = {"sft": 0.25, "seqkd": 0.25, "off_policy": 0.3, "on_policy": 0.45, "imitkd": 0.4,
-                    "skd": 0.6, "adaswitch": 0.6}
+# Rough seconds per KD step (its evaluations included) of one 1-thread process on the cpu profile's
+# shapes, for the time estimate before any run of the method has finished (measured records replace
+# them): the medians of the committed cpu run's jobs (results/cpu/manifest.json), less JOB_OVERHEAD,
+# over 500 steps. A host of another CPU generation can be 1.5x slower (README).
+SECONDS_PER_STEP = {"sft": 0.08, "seqkd": 0.095, "off_policy": 0.15, "on_policy": 0.18, "imitkd": 0.18,
+                    "skd": 0.25, "adaswitch": 0.24}
+JOB_OVERHEAD = 8.0  # seconds: papermill, a kernel, the imports, loading the pair
 # ... and per (SFT step x token of the task's length budget), teacher and base student, for preparation
-SECONDS_PER_STEP_TOKEN = {"teacher": 0.0038, "student": 0.001}
+SECONDS_PER_STEP_TOKEN = {"teacher": 0.002, "student": 0.00053}
 
 
 @dataclass
@@ -70,18 +73,18 @@ def _estimate(profile: Profile, method: str, history) -> float:
         if not same.empty:
             return float(same["timings.total"].median())
     steps = profile.kd_steps or 100
-    return 10.0 if profile.name == "smoke" else steps * SECONDS_PER_STEP.get(method, 0.5) + 40
+    return 10.0 if profile.name == "smoke" else steps * SECONDS_PER_STEP.get(method, 0.25) + JOB_OVERHEAD
 
 
 def _prepare_estimate(profile: Profile, task: str) -> float:
-    """Seconds to prepare a pair on one core (cpu profile, measured: 520 s for synth_gsm, 441 s for synth_summ).
+    """Seconds to prepare a pair on one core (cpu profile, measured: 289 s for synth_gsm, 226 s for synth_summ).
     The order matters more than the value: preparations start longest first, so that two workers
     finish together (with one estimate for all, both long ones ended on one worker: +88 s wall)."""
     if profile.name == "smoke":
         return 5.0
     teacher_steps, warmup_steps = task_sft_steps(profile, task)
     tokens = sum(token_limits(profile, task))
-    return 40.0 + tokens * (SECONDS_PER_STEP_TOKEN["teacher"] * (teacher_steps or 1000) +
+    return 20.0 + tokens * (SECONDS_PER_STEP_TOKEN["teacher"] * (teacher_steps or 1000) +
                             SECONDS_PER_STEP_TOKEN["student"] * warmup_steps)
 
 
