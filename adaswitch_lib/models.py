@@ -82,9 +82,9 @@ def short_query_attention(module, query, key, value, attention_mask, dropout: fl
                           is_causal=None, **kwargs):
     """transformers' SDPA attention, except for short queries (<= SHORT_QUERY tokens: decode steps,
     draft verification) in bf16/fp16 on CPU, which run as matmul -> fp32 softmax -> matmul, as
-    transformers' "eager" attention does. PyTorch's CPU SDPA kernel is slow there: a bf16 decode
-    step at batch 16, 4 heads, 100 keys took 483 us against 91 us for the matmuls, a 17-token
-    query 681 against 310 us; from ~32 query tokens on SDPA is as fast or faster
+    transformers' "eager" attention does. PyTorch's CPU SDPA kernel is slow there: at batch 16,
+    4 query / 2 key-value heads and ~120 keys in bf16 it took 1.3x the matmuls' time for one query
+    token and 1.9-2.6x for 2 to 24; from ~32 query tokens on they are even
     (benchmarks/bench_attention.py --kernel). Same values up to rounding (tested)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     batch, heads, q_len, dim = query.shape
