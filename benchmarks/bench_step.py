@@ -3,6 +3,8 @@ teacher scoring / student update, and the ratio to on-policy.
 
     python benchmarks/bench_step.py                          # random-init pair, TRL's GKD shape
     python benchmarks/bench_step.py --prepared .cache/models/cpu/tiny-qwen-synth_gsm-XXXX --task synth_gsm
+    python benchmarks/bench_step.py --teacher-shape 36,2048,16,2,11008 --student-shape 24,896,14,2,4864 \
+        --vocab 151936 --teacher-dtype bfloat16 --batch 8 --steps 4 --repeats 1   # Qwen2.5-3B/0.5B shapes, GPU
 
 Default shape: teacher 4x256 (4.2 M parameters), student 2x128 (0.6 M), vocab 426, batch 16 x 64
 new tokens, fp32, 2 threads: the shape at which TRL 1.16's GKDTrainer took 0.34 s per on-policy
@@ -63,6 +65,10 @@ def main(argv=None) -> None:
     parser.add_argument("--teacher-dtype", default="float32", help="the frozen teacher's dtype: float32 or bfloat16")
     parser.add_argument("--teacher-continuation", default="exact", help="AdaSwitch after the switch: exact or speculative")
     parser.add_argument("--mixed-precision", default="no", help="accelerate's mixed_precision: no, bf16, fp16")
+    parser.add_argument("--teacher-shape", help="random-init teacher: layers,hidden,heads,kv_heads,intermediate "
+                                                "(default: the cpu profile's)")
+    parser.add_argument("--student-shape", help="random-init student, likewise")
+    parser.add_argument("--vocab", type=int, default=426, help="random-init pair's vocabulary")
     parser.add_argument("--teacher-attention", default="auto",
                         help="comma list, each variant timed side by side: auto (what a run uses: short-query "
                              "for a bf16 teacher on CPU, else SDPA), sdpa, eager, short-query")
@@ -78,12 +84,17 @@ def main(argv=None) -> None:
         pairs = tokenize_pairs(tokenizer, load_profile_task(profile, args.task, "kd"), max_prompt, args.new_tokens)
         shape = f"prepared {Path(args.prepared).name}"
     else:
-        teacher, student, tokenizer = random_pair(426, profile.teacher_shape, profile.student_shape)
+        shapes = [TinyShape(*(int(x) for x in spec.split(","))) if spec else default for spec, default in
+                  ((args.teacher_shape, profile.teacher_shape), (args.student_shape, profile.student_shape))]
+        teacher, student, tokenizer = random_pair(args.vocab, *shapes)
         g = torch.Generator().manual_seed(0)
-        pairs = [(torch.randint(3, 426, (int(n),), generator=g).tolist(), torch.randint(3, 426, (args.new_tokens,),
-                  generator=g).tolist()) for n in torch.randint(30, 60, (256,), generator=g)]
-        shape = "random-init 4x256 -> 2x128, vocab 426"
-    teacher = choose_attention(teacher.to(getattr(torch, args.teacher_dtype)))
+        pairs = [(torch.randint(3, args.vocab, (int(n),), generator=g).tolist(),
+                  torch.randint(3, args.vocab, (args.new_tokens,), generator=g).tolist())
+                 for n in torch.randint(30, 60, (256,), generator=g)]
+        shape = (f"random-init {shapes[0].layers}x{shapes[0].hidden} -> {shapes[1].layers}x{shapes[1].hidden}, "
+                 f"vocab {args.vocab}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where distill will put the teacher
+    teacher = choose_attention(teacher.to(device=device, dtype=getattr(torch, args.teacher_dtype)))
     attention = {"auto": teacher.config._attn_implementation, "sdpa": "sdpa", "eager": "eager",
                  "short-query": register_short_query_attention()}
     state = {k: v.clone() for k, v in student.state_dict().items()}
