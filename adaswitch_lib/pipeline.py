@@ -199,7 +199,11 @@ def run_pipeline(profile: Profile, only=None, jobs: int | None = None, dry_run: 
         phase_seconds[phase] = round(time.perf_counter() - t0, 1)
         if phase == "prepare" and failures:
             break  # runs need their pairs
-    write_manifest(profile, results_dir, started, jobs, threads, phase_seconds, plan, failures)
+    manifest = Path(results_dir) / profile.name / "manifest.json"
+    if failures or not manifest.is_file() or any(j.seconds for j in plan if j.kind != "report"):
+        write_manifest(profile, results_dir, started, jobs, threads, phase_seconds, plan, failures)
+    else:  # only the reports ran again (same records, same files): the manifest still tells how the runs were made
+        print(f"==> [{profile.name}] every run finished before: {manifest} kept", flush=True)
     if failures:
         print(f"\n{len(failures)} job(s) failed; the executed notebooks (with papermill's error banner) and logs:",
               file=sys.stderr)

@@ -139,11 +139,15 @@ def test_every_run_keeps_its_executed_notebook_and_the_manifest_says_how(smoke_r
 def test_a_second_pipeline_skips_every_finished_run(smoke_run):
     out = smoke_run["out"]
     before = {p: p.stat().st_mtime for p in (out / "runs").glob("*/record.json")}
+    manifest = (out / "manifest.json").read_text()
     proc = subprocess.run([sys.executable, "-m", "adaswitch_lib.pipeline", *smoke_run["args"], "--only", "table1"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("… finished before") == len(plan.plan_runs(SMOKE, "table1")) + 4
     assert before == {p: p.stat().st_mtime for p in (out / "runs").glob("*/record.json")}
+    # only reports ran: the manifest still describes the pipeline that made the runs (a cached
+    # ./run_all.sh leaves a fresh clone's committed manifest as it is)
+    assert (out / "manifest.json").read_text() == manifest and "manifest.json kept" in proc.stdout
 
 
 @pytest.mark.slow  # the smoke pipeline: ~4 min on 2 cores
