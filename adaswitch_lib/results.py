@@ -68,17 +68,15 @@ def _device(cpuinfo: str = "/proc/cpuinfo") -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     try:  # the bf16 instructions matter: bf16 autocast rounds differently without them (README)
-        info = Path(cpuinfo).read_text().splitlines()
-        flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-        bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+        first_cpu = Path(cpuinfo).read_text().split("\n\n")[0].splitlines()
+        fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first_cpu)}
+        bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in fields.get("flags", "").split()]
         # family and model tell CPU generations apart where a hypervisor names them all "AMD EPYC"
-        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info[:30])}
         generation = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
-        for line in info:
-            if line.startswith("model name"):
-                capability = ", ".join(generation + [torch.backends.cpu.get_cpu_capability()] +
-                                       (bf16 or ["no bf16 instructions"]))
-                return f"cpu: {line.split(':', 1)[1].strip()} ({capability})"
+        if "model name" in fields:
+            capability = ", ".join(generation + [torch.backends.cpu.get_cpu_capability()] +
+                                   (bf16 or ["no bf16 instructions"]))
+            return f"cpu: {fields['model name']} ({capability})"
     except OSError:
         pass
     return f"cpu: {platform.processor() or platform.machine()}"
