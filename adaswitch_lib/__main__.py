@@ -91,11 +91,11 @@ def main(argv=None) -> int:
             report = json.loads((folder / "metrics.json").read_text())
             print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=2))
         elif args.command == "baselines":
-            from adaswitch_lib.results import record_pair_baselines
+            from adaswitch_lib.run import record_pair_baselines
             for record in record_pair_baselines(profile, args.pair, args.task):
                 print(record["run_id"], json.dumps(record["metrics"]))
         else:
-            from adaswitch_lib.results import run_distillation
+            from adaswitch_lib.run import run_distillation
             fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if f.name != "profile"}
             record = run_distillation(RunConfig(profile=profile, **fields))
             if record:

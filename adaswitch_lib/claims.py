@@ -19,7 +19,8 @@ from adaswitch_lib.config import Profile, get_profile
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.figures import final_scores, switch_statistics
 from adaswitch_lib.plan import DEFAULT_K, DEFAULT_WINDOW
-from adaswitch_lib.report import write_text_atomic, scores_long, table2
+from adaswitch_lib import atomic
+from adaswitch_lib.report import scores_long, table2
 from adaswitch_lib.results import load_records
 
 CLAIMS = {
@@ -165,7 +166,7 @@ def write_claims(profile: Profile, results_dir: str = "results") -> Path:
             f"{seeds} seed(s) per run. Scores are ROUGE-L (SUMM) and accuracy % (GSM).\n\n"
             f"The paper's claims:\n\n{claims}\n\nWhat the records say:\n\n{table}\n")
     path = Path(results_dir) / profile.name / "claims.md"
-    write_text_atomic(path, text)
+    atomic.write_text(path, text)
     return path
 
 

@@ -16,13 +16,13 @@ import math
 from dataclasses import dataclass, field
 
 from adaswitch_lib.errors import ConfigError
+from adaswitch_lib.losses import DIVERGENCES
 from adaswitch_lib.methods import METHODS as _METHOD_TABLE
 
 PAIRS = ("qwen", "llama", "qwen-small", "tiny-qwen", "tiny-llama")
 TASKS = ("gsm8k", "gsm_plus", "dialogsum", "synth_gsm", "synth_gsm_plus", "synth_summ")
 METHODS = tuple(_METHOD_TABLE)  # sft, seqkd, off_policy, on_policy, imitkd, skd, adaswitch (methods.py)
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_reverse_kl")
 SKD_RULES = ("top_k", "top_p")
 CONTINUATIONS = ("speculative", "exact")  # how a switched AdaSwitch row samples the teacher
 PROFILES = ("smoke", "cpu", "cpu-full", "colab", "paper")
@@ -325,32 +325,35 @@ class RunConfig:
         _check_range("imitkd_beta_start", self.imitkd_beta_start, low=0, high=1)
 
 
-def _result_fields(obj) -> dict:
-    """The fields of a (nested) config dataclass that change a result, as plain JSON values."""
-    out = {}
-    for f in dataclasses.fields(obj):
-        if f.metadata.get("affects_result", True) is False:
-            continue
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            value = _result_fields(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, float) and math.isinf(value):
-            value = "inf"  # JSON has no infinity; K = inf is a valid "never switch" setting
-        out[f.name] = value
-    return out
+def plain(obj, result_only: bool = False):
+    """A config as plain JSON values: nested dataclasses as dicts, tuples as lists, infinities as
+    "inf" (JSON has none; K = inf is a valid "never switch" setting). `result_only` leaves out the
+    fields that change no result (paths, logging, which runs are made). The one config-to-JSON path:
+    records, run ids and cache keys all use it."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: plain(getattr(obj, f.name), result_only) for f in dataclasses.fields(obj)
+                if not (result_only and f.metadata.get("affects_result", True) is False)}
+    if isinstance(obj, (tuple, list)):
+        return [plain(v, result_only) for v in obj]
+    if isinstance(obj, float) and math.isinf(obj):
+        return str(obj)
+    return obj
 
 
 def config_hash(obj, length: int = 12) -> str:
     """Stable hex digest of a config dataclass: same fields, same hash, on any machine."""
-    blob = json.dumps(_result_fields(obj), sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(plain(obj, result_only=True), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def run_id(run: RunConfig) -> str:
     """Readable and unique: `<pair>-<task>-<method>-s<seed>-<hash of every result-changing field>`."""
     return f"{run.pair}-{run.task}-{run.method}-s{run.seed}-{config_hash(run)}"
+
+
+def baseline_id(profile: Profile, pair: str, task: str, who: str) -> str:
+    """The record id of Table 1's Teacher or Student row (`who`) of a pair on a task."""
+    return f"{pair}-{task}-{who}-{config_hash(profile)}"
 
 
 def field_comments(cls) -> dict[str, str]:

@@ -41,6 +41,7 @@ TASK_INFO = {
     "synth_summ": TaskInfo("summ", ("train", "validation", "kd", "test")),
 }
 GSM8K_VALIDATION = 473  # carved from GSM8K train with a fixed seed, following SKD (7,000 train remain)
+ROBUSTNESS_TWIN = {"gsm8k": "gsm_plus", "synth_gsm": "synth_gsm_plus"}  # GSM students are also scored here
 SPLIT_SEED = 1234       # fixed: the split must not change with the run's seed
 
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from adaswitch_lib.config import CONTINUATIONS, SKD_RULES, _check_name, _check_range
+from adaswitch_lib.config import CONTINUATIONS, DIVERGENCES, SKD_RULES, _check_name, _check_range
 from adaswitch_lib.errors import ConfigError
-from adaswitch_lib.losses import DIVERGENCES
 
 @dataclass(frozen=True)
 class SamplerConfig:

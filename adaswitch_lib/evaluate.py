@@ -68,8 +68,8 @@ TEACHER_CACHE_BYTES = 512 * 2**20  # the cpu profile needs ~20 MB; a Hub vocabul
 
 
 @torch.no_grad()
-def validation_loss(run: RunConfig, student, teacher, pairs, pad_token_id: int, vocab: int,
-                    batch_size: int = 32, teacher_cache: dict | None = None) -> float:
+def validation_divergence(run: RunConfig, student, teacher, pairs, pad_token_id: int, vocab: int,
+                          batch_size: int = 32, teacher_cache: dict | None = None) -> float:
     """D(p_T || p_S) on the validation set's reference responses, the paper's validation loss behind
     Figures 5/8 (computed against the teacher, so off-policy training lowers it most directly).
     `teacher_cache`: a dict kept across calls on the same pairs; the frozen teacher's logits are then

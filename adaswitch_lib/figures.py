@@ -20,7 +20,8 @@ from adaswitch_lib.config import Profile, get_profile, run_id
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.plan import DEFAULT_K, DEFAULT_WINDOW, artifact_runs
 from adaswitch_lib.report import COLUMN_LABEL, pair_label
-from adaswitch_lib.results import ROBUSTNESS_TWIN, load_records
+from adaswitch_lib.data import ROBUSTNESS_TWIN
+from adaswitch_lib.results import load_records
 
 FIGURES = {"fig3": "fig3_divergences", "fig4": "fig4_switch_rate_kld", "fig5": "fig5_early_stage",
            "fig6": "fig6_k_and_l", "fig7": "fig7_switch_rate_kld_all", "fig8": "fig8_early_stage_all",

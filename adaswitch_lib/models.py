@@ -8,11 +8,7 @@ saved with `save_pretrained`, so tiny and Hub models load through the same `Auto
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -177,35 +173,6 @@ def tiny_model(kind: str, shape: TinyShape, tokenizer, dropout: float = 0.0, con
                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
     return Model(config)
-
-
-def save_atomic(folder: Path, write) -> Path:
-    """Run `write(tmp_folder)`, then rename tmp -> folder: a half-written folder is never at `folder`."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        write(tmp)
-        (tmp / "COMPLETE").write_text("ok\n")  # the marker a loader checks
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """json to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def is_complete(folder: Path) -> bool:
-    return (Path(folder) / "COMPLETE").is_file()
 
 
 if __name__ == "__main__":

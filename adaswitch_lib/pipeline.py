@@ -24,13 +24,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaswitch_lib.config import PROFILES, Profile, config_hash, get_profile, run_id
+from adaswitch_lib import atomic
+from adaswitch_lib.config import PROFILES, Profile, baseline_id, config_hash, get_profile, run_id
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.plan import ARTIFACTS, parse_only, plan_preparations, plan_runs
 from adaswitch_lib.data import token_limits
 from adaswitch_lib.prepare import CACHE_ROOT, pair_folder_if_ready, task_sft_steps
-from adaswitch_lib.models import write_json_atomic
-from adaswitch_lib.results import project_root, provenance, run_folder
+from adaswitch_lib.notebook import project_root
+from adaswitch_lib.results import provenance, run_folder
 
 NOTEBOOKS = project_root(Path(__file__).parent) / "notebooks"
 REPORTS = {"table1": "04_table1.ipynb", "table2": "05_table2.ipynb", "fig3": "06_fig3.ipynb",
@@ -107,7 +108,7 @@ def build_jobs(profile: Profile, only=None, results_dir: str = "results", cache_
                         _estimate(profile, run.method, history), done=done, keep_in=run_folder(run)))
     needed = {(j.parameters["pair"], j.parameters["task"]) for j in runs if not j.done}
     for pair, task in plan_preparations(profile, planned):
-        baseline_ids = [f"{pair}-{task}-{who}-{config_hash(profile)}" for who in ("teacher", "student")]
+        baseline_ids = [baseline_id(profile, pair, task, who) for who in ("teacher", "student")]
         # a pair is prepared only when a run still needs it (committed records need no models)
         done = (pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is not None or (pair, task) not in needed) \
             and all((Path(results_dir) / profile.name / "runs" / rid / "record.json").is_file() for rid in baseline_ids)
@@ -219,7 +220,7 @@ def stale_records(profile: Profile, results_dir: str = "results") -> list[Path]:
     """Run folders of `results/<profile>/runs` that the profile no longer plans: runs of an earlier
     state of the profile (another run id), and its Teacher/Student records."""
     planned = {p.run_id for p in plan_runs(profile)}
-    planned |= {f"{pair}-{task}-{who}-{config_hash(profile)}" for pair, task in plan_preparations(profile, plan_runs(profile))
+    planned |= {baseline_id(profile, pair, task, who) for pair, task in plan_preparations(profile, plan_runs(profile))
                 for who in ("teacher", "student")}
     runs = Path(results_dir) / profile.name / "runs"
     return sorted(p for p in runs.iterdir() if p.is_dir() and p.name not in planned) if runs.is_dir() else []
@@ -233,7 +234,7 @@ def write_manifest(profile, results_dir, started, jobs, threads, phase_seconds, 
                     jobs=jobs, threads_per_job=threads, phase_seconds=phase_seconds,
                     job_seconds={j.name: round(j.seconds, 1) for j in plan if j.seconds},
                     skipped=[j.name for j in plan if j.done], failed=[j.name for j, _ in failures])
-    write_json_atomic(Path(results_dir) / profile.name / "manifest.json", manifest)
+    atomic.write_json(Path(results_dir) / profile.name / "manifest.json", manifest)
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,6 @@ once beside it.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from adaswitch_lib import models
-from adaswitch_lib.config import Profile
+from adaswitch_lib import atomic, models
+from adaswitch_lib.config import Profile, plain
 from adaswitch_lib.data import (format_completion, format_prompt, load_profile_task, task_kind, token_limits,
                                 tokenize_pairs)
 from adaswitch_lib.evaluate import evaluate
@@ -76,7 +75,9 @@ def sft_backward(model, batch, pad_token_id: int, length_groups: int = 1, bf16: 
 
 
 @torch.no_grad()
-def validation_loss(model, pairs, pad_token_id: int, batch_size: int = 64) -> float:
+def validation_nll(model, pairs, pad_token_id: int, batch_size: int = 64) -> float:
+    """The token-mean NLL of the reference responses: the SFT validation loss that picks the best
+    checkpoint."""
     was_training = model.training
     model.eval()
     device, total, count = next(model.parameters()).device, 0.0, 0
@@ -104,7 +105,6 @@ def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, ba
     `length_groups`: each batch computed as this many length-sorted groups (the same gradient up to
     rounding, less padding)."""
     from transformers import get_cosine_schedule_with_warmup
-    device = next(model.parameters()).device
     own_attention = model.config._attn_implementation
     model.set_attn_implementation(attention or own_attention)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -115,7 +115,7 @@ def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, ba
     rng = random.Random(seed)
     order, cursor = [], 0
     eval_every = eval_every or max(1, steps // 5)
-    best = dict(loss=validation_loss(model, val_pairs, pad_token_id), step=0,
+    best = dict(loss=validation_nll(model, val_pairs, pad_token_id), step=0,
                 state={k: v.detach().clone() for k, v in model.state_dict().items()})
     history = dict(val_loss=[(0, best["loss"])], train_loss=[])
     model.train()
@@ -133,7 +133,7 @@ def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, ba
         if step % log_every == 0:
             print(f"    step {step}/{steps}  loss {loss.item():.4f}  {time.perf_counter() - start:.0f} s", flush=True)
         if step % eval_every == 0 or step == steps:
-            val = validation_loss(model, val_pairs, pad_token_id)
+            val = validation_nll(model, val_pairs, pad_token_id)
             history["val_loss"].append((step, val))
             if val < best["loss"]:
                 best = dict(loss=val, step=step, state={k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -158,8 +158,7 @@ def pair_key(profile: Profile, pair: str, task: str) -> str:
     names = ("teacher_shape", "student_shape", "tokenizer_vocab", "synth", "teacher_lr", "teacher_epochs",
              "teacher_batch_size", "dropout", "student_lr", "instruct", "warmup_ratio", "max_eval_examples",
              "dtype", "train_bf16", "length_groups")
-    fields = {n: getattr(profile, n) for n in names}
-    fields = {n: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for n, v in fields.items()}
+    fields = {n: plain(getattr(profile, n)) for n in names}
     teacher_steps, warmup_steps = task_sft_steps(profile, task)
     blob = json.dumps(dict(fields, pair=pair, task=task, tokenizer=models.TOKENIZER_VERSION, teacher_steps=teacher_steps,
                            student_warmup_steps=warmup_steps, token_limits=token_limits(profile, task)), sort_keys=True)
@@ -172,7 +171,7 @@ def pair_folder_if_ready(profile: Profile, pair: str, task: str, cache_root: Pat
     key = pair_key(profile, pair, task)
     own = Path(cache_root) / profile.name / key
     for folder in (own, *sorted(Path(cache_root).glob(f"*/{key}"))):
-        if models.is_complete(folder):
+        if atomic.is_complete(folder):
             return folder
     return None
 
@@ -232,7 +231,7 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
                 history.pop("train_loss")
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
 
-    return models.save_atomic(folder, write)
+    return atomic.write_folder(folder, write)
 
 
 def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
@@ -254,7 +253,7 @@ def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
                                   length_groups=profile.length_groups)
     report = dict(steps=steps, batch_size=profile.kd_batch_size, lr=profile.kd_lr, seconds=history["seconds"],
                   score=evaluate(student, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size).score)
-    models.write_json_atomic(out_file, report)
+    atomic.write_json(out_file, report)
     return report
 
 
@@ -262,7 +261,7 @@ def load_prepared(folder: Path, dtype: str = "auto", device: str | None = None, 
     """(teacher, student, tokenizer) from a prepared folder; the student in `student_dtype` when
     given (the kit's students keep fp32 weights wherever they are trained or scored), else in `dtype`."""
     folder = Path(folder)
-    if not models.is_complete(folder):
+    if not atomic.is_complete(folder):
         raise FileNotFoundError(f"{folder} is not a finished prepared pair; run prepare_pair first")
     return (models.load_model(str(folder / "teacher"), dtype, device),
             models.load_model(str(folder / "student"), student_dtype or dtype, device),
@@ -289,5 +288,5 @@ def seqkd_pairs(folder: Path, profile: Profile, teacher, tokenizer, kd_pairs, ma
                             pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer))
         start = time.perf_counter()
         responses = teacher_responses(teacher, tokenizer, prompts, cfg, seed=0, batch_size=profile.eval_batch_size)
-        models.write_json_atomic(path, dict(settings, seconds=time.perf_counter() - start, responses=responses))
+        atomic.write_json(path, dict(settings, seconds=time.perf_counter() - start, responses=responses))
     return list(zip(prompts, responses))

@@ -8,16 +8,16 @@ Every number comes from `results.load_records`; nothing here is typed in except 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from adaswitch_lib import atomic
 from adaswitch_lib.config import Profile, config_hash, get_profile, run_id
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.methods import METHODS
 from adaswitch_lib.plan import TABLE2_METHODS, artifact_runs
-from adaswitch_lib.results import ROBUSTNESS_TWIN, load_records
+from adaswitch_lib.data import ROBUSTNESS_TWIN
+from adaswitch_lib.results import load_records
 
 COLUMN_LABEL = {"dialogsum": "SUMM", "synth_summ": "SUMM", "gsm8k": "GSM", "synth_gsm": "GSM",
                 "gsm_plus": "GSM-Plus", "synth_gsm_plus": "GSM-Plus"}
@@ -135,14 +135,6 @@ def formatted(mean, std=None, digits: int = 2, best: str | None = "max", exclude
     return out
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def write_table(name: str, mean, std=None, out_dir: Path = Path("results/tables"), digits: int = 2,
                 best: str | None = "max", exclude=("Teacher", "Student"), note: str = "") -> dict[str, Path]:
     """`<name>.csv` (means, and `<col> std` columns when seeds exist), `<name>.md` and `<name>.tex`
@@ -155,11 +147,11 @@ def write_table(name: str, mean, std=None, out_dir: Path = Path("results/tables"
         for col in mean.columns:
             csv[f"{col} std"] = std[col]
     paths = {kind: out_dir / f"{name}.{kind}" for kind in ("csv", "md", "tex")}
-    write_text_atomic(paths["csv"], csv.rename_axis("method").to_csv(float_format="%.4f"))
-    write_text_atomic(paths["md"], formatted(mean, std, digits, best, exclude).rename_axis("method").to_markdown(disable_numparse=True)
+    atomic.write_text(paths["csv"], csv.rename_axis("method").to_csv(float_format="%.4f"))
+    atomic.write_text(paths["md"], formatted(mean, std, digits, best, exclude).rename_axis("method").to_markdown(disable_numparse=True)
                  + "\n" + (f"\n{note}\n" if note else ""))
     tex = formatted(mean, std, digits, best, exclude, latex=True).rename_axis("method")
-    write_text_atomic(paths["tex"], tex.to_latex(escape=False, column_format="l" + "r" * len(tex.columns)))
+    atomic.write_text(paths["tex"], tex.to_latex(escape=False, column_format="l" + "r" * len(tex.columns)))
     return paths
 
 

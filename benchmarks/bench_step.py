@@ -112,7 +112,7 @@ def main(argv=None) -> None:
           f"teacher {args.teacher_dtype}, mixed precision {args.mixed_precision}, continuation {args.teacher_continuation}; K={args.K}, L={args.L}; medians over {args.repeats} x {args.steps - 1} steps")
     base = statistics.median(sum(e["seconds"].values()) for e in per_method.get(("on_policy", variants[0][1]),
                                                                                  per_method[variants[0]]))
-    print(f"| method | teacher attention | s/step | / on-policy | sampling | teacher scoring | student update | tokens/row | switch rate |")
+    print("| method | teacher attention | s/step | / on-policy | sampling | teacher scoring | student update | tokens/row | switch rate |")
     print("|---|---|---|---|---|---|---|---|---|")
     for method, attn in variants:
         log = per_method[(method, attn)]

@@ -43,12 +43,13 @@ def test_config_prints_a_readable_table():
     assert any(line.startswith("teacher_shape") and "4x256" in line for line in lines)
 
 
-ORDER = ["errors", "methods", "config", "metrics", "synth", "data", "models", "losses", "decoding", "sampler", "distill",
-         "evaluate", "prepare", "results", "explain", "plan", "report", "figures", "claims", "gallery", "pipeline", "__main__"]
+ORDER = ["errors", "atomic", "notebook", "losses", "methods", "config", "metrics", "synth", "data", "models", "decoding",
+         "sampler", "distill", "evaluate", "prepare", "results", "run", "walkthrough", "plan", "report", "figures",
+         "claims", "gallery", "pipeline", "__main__"]
 
 
 def test_imports_point_one_way():
-    """config -> data -> models -> sampler/losses -> distill -> evaluate -> results -> pipeline: a
+    """losses -> config -> data -> models -> sampler -> distill -> evaluate -> results -> run -> pipeline: a
     module imports only modules before it (at the top or inside a function)."""
     assert sorted(ORDER) == sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
     for name in ORDER:

@@ -9,6 +9,7 @@ import torch
 
 from adaswitch_lib import distill as distill_module
 from adaswitch_lib import results
+from adaswitch_lib import run as run_module
 from adaswitch_lib.config import METHODS, RunConfig, get_profile
 from adaswitch_lib.data import load_profile_task, token_limits, tokenize_pairs
 from adaswitch_lib.distill import (build_targets, distill, ground_truth_targets, mixed_precision, response_logits,
@@ -53,7 +54,7 @@ def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path, mo
     monkeypatch.setattr(distill_module, "response_logits",
                         lambda model, *args: scored_by.append(model.config.num_hidden_layers) or real(model, *args))
     run = run_for(method, get_profile("smoke", kd_steps=3), tmp_path)
-    record = results.run_distillation(run, cache_root=cache)
+    record = run_module.run_distillation(run, cache_root=cache)
     folder = results.run_folder(run)
     assert json.loads((folder / "record.json").read_text()) == record
     assert record["run_id"].startswith(f"tiny-qwen-synth_gsm-{method}-s0-")
@@ -249,11 +250,11 @@ def test_a_length_group_scores_its_rows_as_the_whole_batch_does(pair):
 
 def test_same_seed_and_config_give_identical_results(cache, tmp_path):
     profile = get_profile("smoke", kd_steps=3)
-    first = results.run_distillation(run_for("adaswitch", profile, tmp_path / "a"), cache_root=cache)
-    second = results.run_distillation(run_for("adaswitch", profile, tmp_path / "b"), cache_root=cache)
+    first = run_module.run_distillation(run_for("adaswitch", profile, tmp_path / "a"), cache_root=cache)
+    second = run_module.run_distillation(run_for("adaswitch", profile, tmp_path / "b"), cache_root=cache)
     assert first["metrics"] == second["metrics"] and first["evaluations"] == second["evaluations"]
     assert first["student_checksums"] == second["student_checksums"]
-    other = results.run_distillation(run_for("adaswitch", profile, tmp_path / "c", seed=1), cache_root=cache)
+    other = run_module.run_distillation(run_for("adaswitch", profile, tmp_path / "c", seed=1), cache_root=cache)
     assert other["student_checksums"] != first["student_checksums"]
 
 
@@ -262,7 +263,7 @@ def test_a_non_finite_loss_stops_the_run_in_one_line_and_writes_no_record(cache,
     monkeypatch.setattr(distill_module, "target_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     run = run_for("on_policy", get_profile("smoke", kd_steps=3), tmp_path)
     with pytest.raises(KitError, match=r"^step 1: the on_policy loss is nan \(not finite\)") as error:
-        results.run_distillation(run, cache_root=cache)
+        run_module.run_distillation(run, cache_root=cache)
     assert "\n" not in str(error.value)
     assert not results.run_folder(run).exists() and not list(results.run_folder(run).parent.glob(".*"))
 
@@ -270,23 +271,23 @@ def test_a_non_finite_loss_stops_the_run_in_one_line_and_writes_no_record(cache,
 def test_finished_runs_are_skipped_killed_runs_redone_corrupt_records_reported(cache, tmp_path, monkeypatch, capsys):
     run = run_for("off_policy", get_profile("smoke", kd_steps=2), tmp_path)
     folder = results.run_folder(run)
-    real_scores = results._final_scores
+    real_scores = run_module.final_scores
 
     def killed(*args, **kwargs):  # the run dies after training, while evaluating
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(results, "_final_scores", killed)
+    monkeypatch.setattr(run_module, "final_scores", killed)
     with pytest.raises(KeyboardInterrupt):
-        results.run_distillation(run, cache_root=cache)
+        run_module.run_distillation(run, cache_root=cache)
     assert not folder.exists() and not list(folder.parent.glob(".*"))  # no record, no half folder
-    monkeypatch.setattr(results, "_final_scores", real_scores)
-    record = results.run_distillation(run, cache_root=cache)  # redone
-    monkeypatch.setattr(results, "distill", lambda *a, **k: pytest.fail("a finished run was run again"))
-    assert results.run_distillation(run, cache_root=cache) == record
+    monkeypatch.setattr(run_module, "final_scores", real_scores)
+    record = run_module.run_distillation(run, cache_root=cache)  # redone
+    monkeypatch.setattr(run_module, "distill", lambda *a, **k: pytest.fail("a finished run was run again"))
+    assert run_module.run_distillation(run, cache_root=cache) == record
     assert "is finished; skipped" in capsys.readouterr().out
     (folder / "record.json").write_text('{"run_id": "tiny-qwen')  # cut off mid-write by some other tool
-    monkeypatch.setattr(results, "distill", distill)
-    again = results.run_distillation(run, cache_root=cache)
+    monkeypatch.setattr(run_module, "distill", distill)
+    again = run_module.run_distillation(run, cache_root=cache)
     lines = [line for line in capsys.readouterr().out.splitlines() if "corrupt" in line]
     assert len(lines) == 1 and str(folder) in lines[0] and "redoing the run" in lines[0]
     assert again["metrics"] == record["metrics"]
@@ -296,7 +297,7 @@ def test_finished_runs_are_skipped_killed_runs_redone_corrupt_records_reported(c
 
 
 def test_teacher_and_student_rows_use_the_same_evaluation(cache, tmp_path):
-    rows = results.record_pair_baselines(SMOKE, "tiny-qwen", "synth_gsm", str(tmp_path), cache_root=cache)
+    rows = run_module.record_pair_baselines(SMOKE, "tiny-qwen", "synth_gsm", str(tmp_path), cache_root=cache)
     assert [r["kind"] for r in rows] == ["teacher", "student"]
     metrics = json.loads((prepare_pair(SMOKE, "tiny-qwen", "synth_gsm", cache_root=cache) / "metrics.json").read_text())
     assert rows[0]["metrics"]["synth_gsm_score"] == metrics["teacher_score"]
@@ -338,7 +339,7 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process(cache, tm
     two = json.loads(record_file.read_text())
     assert two["processes"] == 2 and len(two["student_checksums"]) == 2
     assert two["student_checksums"][0] == two["student_checksums"][1]
-    one = results.run_distillation(run_for("adaswitch", get_profile("smoke", kd_steps=3), tmp_path / "single",
+    one = run_module.run_distillation(run_for("adaswitch", get_profile("smoke", kd_steps=3), tmp_path / "single",
                                            adaswitch_k=1.1, adaswitch_window=2), cache_root=cache)
     assert two["run_id"] == one["run_id"]
     assert two["student_checksums"][0] == pytest.approx(one["student_checksums"][0], rel=1e-6)
@@ -355,28 +356,28 @@ def test_weights_dtype_falls_back_to_fp32_on_a_gpu_without_bf16():
     assert device_and_dtype("float16", "cuda", bf16_supported=False)[1] == torch.float16
 
 
-def test_validation_loss_scores_the_teacher_once_and_changes_nothing(pair, monkeypatch):
+def test_validation_divergence_scores_the_teacher_once_and_changes_nothing(pair, monkeypatch):
     from adaswitch_lib import evaluate as evaluate_module
     run, kd = run_for("adaswitch"), pair["kd"][:12]
     teacher, pad, vocab = pair["teacher"], pair["tokenizer"].pad_token_id, len(pair["tokenizer"])
     calls = []
     hook = teacher.register_forward_hook(lambda *_: calls.append(1))
     try:
-        plain = [evaluate_module.validation_loss(run, pair["student"], teacher, kd, pad, vocab, 5) for _ in range(2)]
+        plain = [evaluate_module.validation_divergence(run, pair["student"], teacher, kd, pad, vocab, 5) for _ in range(2)]
         assert len(calls) == 6  # three batches, twice
         cache = {}
-        cached = [evaluate_module.validation_loss(run, pair["student"], teacher, kd, pad, vocab, 5, cache)
+        cached = [evaluate_module.validation_divergence(run, pair["student"], teacher, kd, pad, vocab, 5, cache)
                   for _ in range(2)]
         assert len(calls) == 9 and len(cache) == 3  # scored once, reused the second time
         assert cached == plain  # the very same numbers
         student = fresh_student(pair)  # a different student still gets its own loss from the cached teacher
         with torch.no_grad():
             next(student.parameters()).mul_(0.5)
-        assert (evaluate_module.validation_loss(run, student, teacher, kd, pad, vocab, 5, cache) ==
-                evaluate_module.validation_loss(run, student, teacher, kd, pad, vocab, 5))
+        assert (evaluate_module.validation_divergence(run, student, teacher, kd, pad, vocab, 5, cache) ==
+                evaluate_module.validation_divergence(run, student, teacher, kd, pad, vocab, 5))
         monkeypatch.setattr(evaluate_module, "TEACHER_CACHE_BYTES", 0)  # too big to keep: scored every time
         small = {}
-        evaluate_module.validation_loss(run, pair["student"], teacher, kd, pad, vocab, 5, small)
+        evaluate_module.validation_divergence(run, pair["student"], teacher, kd, pad, vocab, 5, small)
         assert small == {}
     finally:
         hook.remove()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from adaswitch_lib import models, prepare as train
+from adaswitch_lib import atomic, models, prepare as train
 from adaswitch_lib.config import get_profile
 from adaswitch_lib.data import format_completion, format_prompt, load_task
 from adaswitch_lib.errors import ConfigError, DataUnavailableError
@@ -77,7 +77,7 @@ def test_prepare_trains_once_caches_and_never_uses_a_partial_folder(tmp_path, mo
     monkeypatch.setattr(train, "supervised_finetune", lambda *a, **k: calls.append(1) or real_sft(*a, **k))
     calls.clear()
     folder = train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path)
-    assert len(calls) == 2 and models.is_complete(folder)  # teacher SFT + student warm start
+    assert len(calls) == 2 and atomic.is_complete(folder)  # teacher SFT + student warm start
     report = json.loads((folder / "metrics.json").read_text())
     first_val, best_val = report["teacher_sft"]["val_loss"][0][1], report["teacher_sft"]["best_val_loss"]
     assert best_val < 0.8 * first_val  # teacher SFT lowers the validation loss

@@ -1,7 +1,7 @@
 """AdaSwitch on one prompt, token by token: the walkthrough notebook's engine (the paper's
 Figure 2, live).
 
-    python -m adaswitch_lib.explain --profile smoke --K 3 --L 10
+    python -m adaswitch_lib.walkthrough --profile smoke --K 3 --L 10
 
 `trace()` samples one AdaSwitch target and recomputes d_i = D(teacher || student) at every
 response position with one forward pass of each model over the finished sequence (the same
@@ -21,7 +21,7 @@ import torch
 from adaswitch_lib.config import RunConfig, get_profile
 from adaswitch_lib.data import left_pad, load_profile_task, token_limits, tokenize_prompts
 from adaswitch_lib.distill import sampler_config
-from adaswitch_lib.losses import token_divergence
+from adaswitch_lib.losses import position_divergence
 from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, pair_folder_if_ready, prepare_pair
 from adaswitch_lib.sampler import sample_targets, shared_vocab_size
 
@@ -60,7 +60,7 @@ def trace(profile_name: str, pair: str, task: str, teacher, student, tokenizer, 
         logits = [m(input_ids=targets.sequences, attention_mask=targets.attention_mask).logits[0, :, :vocab].float()
                   for m in (student, teacher)]
     p = targets.prompt_length
-    d = token_divergence(logits[0][p - 1:p - 1 + n], logits[1][p - 1:p - 1 + n], run.divergence).tolist()
+    d = position_divergence(logits[0][None, p - 1:p - 1 + n], logits[1][None, p - 1:p - 1 + n], run.divergence)[0].tolist()
     threshold = [K * sum(d[i - L:i]) / L if i >= L else float("nan") for i in range(n)]
     switch = int(targets.stats["switch_index"][0]) - 1 if "switch_index" in targets.stats else -1
     tokens = targets.sequences[0, p:p + n].tolist()

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from adaswitch_lib.explain import coloured_html, load_pair, plot_trace, trace
+from adaswitch_lib.walkthrough import coloured_html, load_pair, plot_trace, trace
 
 
 @pytest.fixture(scope="module")
