@@ -234,29 +234,6 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
     return atomic.write_folder(folder, write)
 
 
-def sft_budget_check(profile: Profile, folder: Path, task: str) -> dict:
-    """The base student fine-tuned on the KD split with the profile's KD budget (kd_steps x
-    kd_batch_size at kd_lr): where plain SFT lands between base student and teacher. Distillation
-    methods only differ in a regime where this stays clearly below the teacher. Cached in
-    `sft_check.json` beside the prepared pair."""
-    out_file = Path(folder) / "sft_check.json"
-    if out_file.is_file():
-        return json.loads(out_file.read_text())
-    _, student, tokenizer = load_prepared(folder, profile.dtype, student_dtype="float32")
-    max_prompt, max_new = token_limits(profile, task)
-    kd, val, test = (load_profile_task(profile, task, s) for s in ("kd", "validation", "test"))
-    steps = profile.kd_steps or math.ceil(profile.kd_epochs * len(kd) / profile.kd_batch_size)
-    history = supervised_finetune(student, tokenize_pairs(tokenizer, kd, max_prompt, max_new),
-                                  tokenize_pairs(tokenizer, val[:512], max_prompt, max_new), steps, profile.kd_lr,
-                                  profile.kd_batch_size, tokenizer.pad_token_id, profile.warmup_ratio, seed=3,
-                                  log_every=max(profile.log_every, steps // 5), bf16=profile.train_bf16,
-                                  length_groups=profile.length_groups)
-    report = dict(steps=steps, batch_size=profile.kd_batch_size, lr=profile.kd_lr, seconds=history["seconds"],
-                  score=evaluate(student, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size).score)
-    atomic.write_json(out_file, report)
-    return report
-
-
 def load_prepared(folder: Path, dtype: str = "auto", device: str | None = None, student_dtype: str | None = None):
     """(teacher, student, tokenizer) from a prepared folder; the student in `student_dtype` when
     given (the kit's students keep fp32 weights wherever they are trained or scored), else in `dtype`."""

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from adaswitch_lib.errors import KitError
-from adaswitch_lib.gallery import BEGIN, END, gallery_markdown, readme_block, splice
+from adaswitch_lib.gallery import (BEGIN, END, SUMMARY_BEGIN, SUMMARY_END, gallery_markdown, page_block, pages, splice,
+                                   summary_markdown)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,7 @@ def _results(tmp_path: Path) -> Path:
     return tmp_path / "results"
 
 
-def test_gallery_is_built_from_the_results(tmp_path):
+def test_gallery_is_built_from_the_results(tmp_path, monkeypatch):
     block = gallery_markdown("cpu", _results(tmp_path))
     assert block.startswith(BEGIN.format(profile="cpu")) and block.endswith(END)
     assert "**45.5 min** (from scratch; prepare 10.0 min, distill 34.5 min, report 1.0 min), 2 jobs run" in block
@@ -39,23 +40,34 @@ def test_gallery_is_built_from_the_results(tmp_path):
     readme = f"# Title\n\nbefore\n\n{BEGIN.format(profile='cpu')}\nSTALE-BLOCK\n{END}\n\nafter\n"
     new = splice(readme, block, "cpu")
     assert new.startswith("# Title\n\nbefore\n\n") and new.endswith("\n\nafter\n") and "STALE-BLOCK" not in new
-    assert readme_block(new, "cpu") == block
+    assert page_block(new, "cpu") == block
+    _results(tmp_path / "b")
+    monkeypatch.chdir(tmp_path / "b")  # a page in docs/ links back to the kit's folder
+    assert "](../results/cpu/figures/fig6_k_and_l.png)" in gallery_markdown("cpu", "results", "../")
+
+
+def test_summary_is_the_run_line_and_table1_with_a_link(tmp_path):
+    block = summary_markdown("cpu", _results(tmp_path))
+    assert block.startswith(SUMMARY_BEGIN.format(profile="cpu")) and block.endswith(SUMMARY_END)
+    assert "**45.5 min**" in block and "this run: 45.5 min, within the target." in block
+    assert "| AdaSwitch | 51.00 |" in block and "| SKD | 1.20 |" not in block  # Table 1 only
+    assert "[docs/results.md](docs/results.md)" in block
 
 
 def test_missing_results_and_markers_are_clear_errors(tmp_path):
     with pytest.raises(KitError, match=r"no finished results for profile 'cpu'.*run `./run_all.sh --profile cpu` first"):
         gallery_markdown("cpu", tmp_path)
-    with pytest.raises(KitError, match="the README has no gallery markers"):
+    with pytest.raises(KitError, match="the page has no gallery markers"):
         splice("# no markers\n", "block", "cpu")
 
 
-def test_readme_gallery_equals_the_committed_results(tmp_path):
-    """The README's numbers are generated from the committed cpu results, not typed (compared with
-    the files as committed, so a local run_all that rewrote results/cpu does not fail this)."""
+def test_results_pages_equal_the_committed_results(tmp_path):
+    """docs/results.md and the README's summary are generated from the committed cpu results, not
+    typed (compared with the files as committed, so a local run_all that rewrote results/cpu does
+    not fail this)."""
     import os
     import subprocess
     import tarfile
-    readme = (ROOT / "README.md").read_text()
     try:
         archive = subprocess.run(["git", "archive", "HEAD", "results/cpu"], cwd=ROOT, capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
@@ -63,15 +75,18 @@ def test_readme_gallery_equals_the_committed_results(tmp_path):
     (tmp_path / "r.tar").write_bytes(archive.stdout)
     with tarfile.open(tmp_path / "r.tar") as tar:
         tar.extractall(tmp_path, filter="data")
-    assert readme_block(readme, "cpu") is not None, "README.md has no cpu gallery block"
     cwd = os.getcwd()
     try:
-        os.chdir(tmp_path)  # the gallery's image links are relative to the repository root
-        expected = gallery_markdown("cpu", "results")
+        os.chdir(tmp_path)  # the links are relative to the repository root
+        expected = pages("cpu", "results")
     finally:
         os.chdir(cwd)
-    assert readme_block(readme, "cpu") == expected, \
-        "README gallery is stale: run `python -m adaswitch_lib.gallery --profile cpu --readme README.md`"
+    assert len(expected) == 2
+    for path, (block, begin, end) in expected.items():
+        text = (ROOT / path).read_text()
+        assert page_block(text, "cpu", begin, end) is not None, f"{path} has no cpu results block"
+        assert page_block(text, "cpu", begin, end) == block, \
+            f"{path} is stale: run `python -m adaswitch_lib.gallery --profile cpu --write`"
 
 
 def test_a_tie_for_best_names_every_method_in_name_order():
