@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="one distillation run -> results/<profile>/runs/<run_id>/",
                        description="One distillation run; a run whose finished record exists is skipped.")
     _add_common(p)
-    comments = config.field_comments(RunConfig)
+    comments = config.field_help(RunConfig)
     for f in dataclasses.fields(RunConfig):
         if f.name == "profile":
             continue

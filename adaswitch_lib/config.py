@@ -49,19 +49,21 @@ def _check_range(name: str, value, low=None, high=None, low_open=False, high_ope
         raise ConfigError(f"{name} = {value!r} is outside the allowed range {brackets}")
 
 
-def _unaffecting(default):
-    """A field that does not change a result (logging, paths): left out of the run id."""
-    return field(default=default, metadata={"affects_result": False})
+def _field(default, help: str, affects_result: bool = True):
+    """A config field with its help text (shown by the command line and `python -m
+    adaswitch_lib.config`). `affects_result=False` marks a field that changes no result (logging,
+    paths, which runs are made): it is left out of run ids."""
+    return field(default=default, metadata={"help": help, "affects_result": affects_result})
 
 
 @dataclass(frozen=True)
 class TinyShape:
     """Size of a tiny Qwen2- or Llama-style model trained here from scratch."""
-    layers: int = 2
-    hidden: int = 128
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 512
+    layers: int = _field(2, "transformer layers")
+    hidden: int = _field(128, "hidden size")
+    heads: int = _field(4, "attention heads")
+    kv_heads: int = _field(2, "key-value heads (grouped-query attention)")
+    intermediate: int = _field(512, "MLP intermediate size")
 
     def __post_init__(self):
         for name in ("layers", "hidden", "heads", "kv_heads", "intermediate"):
@@ -74,19 +76,19 @@ class TinyShape:
 @dataclass(frozen=True)
 class SynthConfig:
     """Difficulty knobs of the offline twins (`synth_gsm`, `synth_gsm_plus`, `synth_summ`)."""
-    min_steps: int = 2            # arithmetic steps per word problem
-    max_steps: int = 4
-    max_operand: int = 9          # largest +/- operand; 9 avoids two-digit carries (learnable on CPU)
-    max_value: int = 99           # every intermediate value stays in [0, max_value]
-    operations: str = "+-*/"      # subset of "+-*/"; * by 2..4, / by 2..5 (exact only)
-    min_turns: int = 6            # dialogue turns in synth_summ (slot turns + small talk)
-    max_turns: int = 10
-    n_train_gsm: int = 7000       # split sizes follow the real tasks
-    n_val_gsm: int = 473
-    n_test_gsm: int = 1319
-    n_train_summ: int = 12460
-    n_val_summ: int = 500
-    n_test_summ: int = 500        # dialogues; each has 3 reference summaries, like DialogSum test
+    min_steps: int = _field(2, "fewest arithmetic steps per word problem")
+    max_steps: int = _field(4, "most arithmetic steps per word problem")
+    max_operand: int = _field(9, "largest +/- operand; 9 avoids two-digit carries (learnable on CPU)")
+    max_value: int = _field(99, "every intermediate value stays in [0, max_value]")
+    operations: str = _field("+-*/", "subset of \"+-*/\"; * by 2..4, / by 2..5 (exact only)")
+    min_turns: int = _field(6, "fewest dialogue turns in synth_summ (slot turns + small talk)")
+    max_turns: int = _field(10, "most dialogue turns in synth_summ")
+    n_train_gsm: int = _field(7000, "synth_gsm train problems (split sizes follow the real tasks)")
+    n_val_gsm: int = _field(473, "synth_gsm validation problems")
+    n_test_gsm: int = _field(1319, "synth_gsm test problems")
+    n_train_summ: int = _field(12460, "synth_summ train dialogues")
+    n_val_summ: int = _field(500, "synth_summ validation dialogues")
+    n_test_summ: int = _field(500, "dialogues; each has 3 reference summaries, like DialogSum test")
 
     def __post_init__(self):
         _check_range("SynthConfig.min_steps", self.min_steps, low=1)
@@ -104,72 +106,69 @@ class SynthConfig:
 @dataclass(frozen=True)
 class Profile:
     """Everything that is fixed for a whole reproduction: models, data, budgets (paper §3.3)."""
-    name: str = "paper"
-    pairs: tuple = ("qwen", "llama")                 # teacher -> student pairs of Table 1
-    train_tasks: tuple = ("dialogsum", "gsm8k")      # tasks the teacher and students are trained on
-    eval_tasks: tuple = ("dialogsum", "gsm8k", "gsm_plus")  # Table 1 columns; gsm_plus uses GSM students
-    instruct: bool = False                           # -Instruct checkpoints + chat template (Hub pairs)
+    name: str = _field("paper", "the profile's name: smoke, cpu, cpu-full, colab or paper")
+    pairs: tuple = _field(("qwen", "llama"), "teacher -> student pairs of Table 1")
+    train_tasks: tuple = _field(("dialogsum", "gsm8k"), "tasks the teacher and students are trained on")
+    eval_tasks: tuple = _field(("dialogsum", "gsm8k", "gsm_plus"), "Table 1 columns; gsm_plus uses GSM students")
+    instruct: bool = _field(False, "-Instruct checkpoints + chat template (Hub pairs)")
     # data
-    n_kd: int = 1000                  # KD examples sampled from train with a fixed seed (paper: ~1,000)
-    max_eval_examples: int = 0        # 0 = the whole test split
-    max_prompt_tokens_gsm: int = 128  # paper: input/output 128/512 for GSM
-    max_new_tokens_gsm: int = 512
-    max_prompt_tokens_summ: int = 1024  # paper: 1024/256 for summarisation
-    max_new_tokens_summ: int = 256
-    gsm_plus_critical_thinking: str = "exclude"  # rule for GSM-Plus rows without an answer, see data.py
+    n_kd: int = _field(1000, "KD examples sampled from train with a fixed seed (paper: ~1,000)")
+    max_eval_examples: int = _field(0, "0 = the whole test split")
+    max_prompt_tokens_gsm: int = _field(128, "prompt tokens kept on GSM tasks (paper: 128)")
+    max_new_tokens_gsm: int = _field(512, "response tokens generated on GSM tasks (paper: 512)")
+    max_prompt_tokens_summ: int = _field(1024, "prompt tokens kept on summarisation (paper: 1024)")
+    max_new_tokens_summ: int = _field(256, "response tokens generated on summarisation (paper: 256)")
+    gsm_plus_critical_thinking: str = _field("exclude", "rule for GSM-Plus rows without an answer, see data.py")
     # tiny offline pairs (ignored for Hub pairs)
-    teacher_shape: TinyShape = TinyShape(layers=4, hidden=256, heads=4, kv_heads=2, intermediate=1024)
-    student_shape: TinyShape = TinyShape(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=512)
-    tokenizer_vocab: int = 1024       # BPE vocabulary asked of `tokenizers` (the twins use fewer)
-    synth: SynthConfig = SynthConfig()
+    teacher_shape: TinyShape = _field(TinyShape(layers=4, hidden=256, heads=4, kv_heads=2, intermediate=1024), "the tiny teacher's size (tiny pairs only)")
+    student_shape: TinyShape = _field(TinyShape(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=512), "the tiny student's size (tiny pairs only)")
+    tokenizer_vocab: int = _field(1024, "BPE vocabulary asked of `tokenizers` (the twins use fewer)")
+    synth: SynthConfig = _field(SynthConfig(), "difficulty and split sizes of the offline twins")
     # teacher SFT (paper: lr 1e-5, warmup 0.1, dropout 0.1, 3 epochs, best validation loss)
-    teacher_lr: float = 1e-5
-    teacher_epochs: float = 3.0
-    teacher_steps: int = 0            # > 0 overrides epochs with a fixed number of optimiser steps
-    teacher_steps_summ: int = 0       # summarisation's own fixed steps (0 = as teacher_steps)
-    teacher_batch_size: int = 16
-    dropout: float = 0.1
+    teacher_lr: float = _field(1e-5, "teacher SFT learning rate (paper: 1e-5)")
+    teacher_epochs: float = _field(3.0, "teacher SFT epochs (paper: 3; the checkpoint with the best validation NLL is kept)")
+    teacher_steps: int = _field(0, "> 0 overrides epochs with a fixed number of optimiser steps")
+    teacher_steps_summ: int = _field(0, "summarisation's own fixed steps (0 = as teacher_steps)")
+    teacher_batch_size: int = _field(16, "teacher SFT batch size")
+    dropout: float = _field(0.1, "dropout while fine-tuning (paper: 0.1)")
     # base student (tiny pairs only): a short warm start that writes task-shaped text
-    student_warmup_steps: int = 0
-    student_warmup_steps_summ: int = 0  # summarisation's own warm start (0 = as student_warmup_steps)
-    student_lr: float = 1e-5
+    student_warmup_steps: int = _field(0, "the tiny base student's warm start: steps of SFT that leave it writing task-shaped text")
+    student_warmup_steps_summ: int = _field(0, "summarisation's own warm start (0 = as student_warmup_steps)")
+    student_lr: float = _field(1e-5, "learning rate of the base student's warm start")
     # distillation (paper: 3 epochs, lr 1e-5, warmup 0.1)
-    kd_lr: float = 1e-5
-    kd_epochs: float = 3.0
-    kd_steps: int = 0                 # > 0 overrides epochs with a fixed number of optimiser steps
-    kd_batch_size: int = 8            # sequences per optimiser step (all processes together)
-    grad_accum_steps: int = 1         # micro-batches per step; the gradient equals the one-batch gradient
-    length_groups: int = 1            # SFT and KD batches are computed as this many groups of rows of similar
-                                      # length, each without the padding its rows share: the same loss up to
-                                      # rounding; 2 makes CPU steps up to ~20 % faster, 1 (whole batches) suits GPUs
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0        # gradient clipping
-    kd_mixed_precision: str = "auto"  # auto = bf16 on CUDA (fp16 where bf16 is unsupported), none on CPU
+    kd_lr: float = _field(1e-5, "distillation learning rate (paper: 1e-5)")
+    kd_epochs: float = _field(3.0, "distillation epochs over the KD examples (paper: 3)")
+    kd_steps: int = _field(0, "> 0 overrides epochs with a fixed number of optimiser steps")
+    kd_batch_size: int = _field(8, "sequences per optimiser step (all processes together)")
+    grad_accum_steps: int = _field(1, "micro-batches per step; the gradient equals the one-batch gradient")
+    length_groups: int = _field(1, "SFT and KD batches computed as this many groups of rows of similar length, each without the padding its rows share (the same loss up to rounding; pays on CPU, 1 suits GPUs)")
+    warmup_ratio: float = _field(0.1, "share of steps with a linear learning-rate warm-up (paper: 0.1)")
+    max_grad_norm: float = _field(1.0, "gradient clipping")
+    kd_mixed_precision: str = _field("auto", "auto = bf16 on CUDA (fp16 where bf16 is unsupported), none on CPU")
     # evaluation during distillation (Figures 5/8 every 10 steps over the first 100; 4/7 every 100)
-    eval_every_early: int = 10        # evaluate every N steps ...
-    eval_early_steps: int = 100       # ... over the first M steps,
-    eval_every: int = 100             # then every N steps (and always at the last step)
-    eval_subset: int = 200            # test examples scored at each evaluation (a fixed subset; 0 = none)
-    val_loss_examples: int = 256      # validation examples for the validation loss (D on reference targets)
+    eval_every_early: int = _field(10, "evaluate every N steps over the first eval_early_steps (Figures 5 and 8)")
+    eval_early_steps: int = _field(100, "... over the first M steps,")
+    eval_every: int = _field(100, "then every N steps (and always at the last step)")
+    eval_subset: int = _field(200, "test examples scored at each evaluation (a fixed subset; 0 = none)")
+    val_loss_examples: int = _field(256, "validation examples for the validation loss (D on reference targets)")
     # sampling (paper §3.3): student T=0.5 top-p=0.5, teacher T=0.2 top-p=0.5
-    student_temperature: float = 0.5
-    student_top_p: float = 0.5
-    teacher_temperature: float = 0.2
-    teacher_top_p: float = 0.5
+    student_temperature: float = _field(0.5, "the student's sampling temperature (paper: 0.5)")
+    student_top_p: float = _field(0.5, "the student's top-p (paper: 0.5)")
+    teacher_temperature: float = _field(0.2, "the teacher's sampling temperature (paper: 0.2)")
+    teacher_top_p: float = _field(0.5, "the teacher's top-p (paper: 0.5)")
     # precision and device
-    dtype: str = "auto"               # the frozen teacher's (students keep fp32 master weights): auto = bf16
-                                      # on CUDA, fp32 on CPU; or float32 / bfloat16
-    train_bf16: bool = False          # bf16 autocast for SFT (~1.6x faster on AVX512-BF16 CPUs)
-    eval_batch_size: int = 32
-    log_every: int = _unaffecting(10)  # one log line every N steps under papermill
+    dtype: str = _field("auto", "the frozen teacher's dtype (students keep fp32 master weights): auto = bf16 on CUDA, fp32 on CPU; or float32 / bfloat16")
+    train_bf16: bool = _field(False, "bf16 autocast for SFT (faster on CPUs with bf16 units; rounds differently, see docs/reproducibility.md)")
+    eval_batch_size: int = _field(32, "batch size of greedy evaluation and validation scoring")
+    log_every: int = _field(10, "one log line every N steps under papermill", affects_result=False)
     # what ./run_all.sh runs (plan.py); these change which runs are made, never a run's result
-    seeds: tuple = _unaffecting((0,))        # seeds of every run of Table 1 (and of the figure grids)
-    figure_pairs: tuple = _unaffecting(())   # pairs of the Figure 3 and 6 grids; () = every pair
-    figure_tasks: tuple = _unaffecting(())   # training tasks of those grids; () = every training task
-    fig3_methods: tuple = _unaffecting(("off_policy", "on_policy", "imitkd", "skd", "adaswitch"))
-    fig3_divergences: tuple = _unaffecting(("forward_kl", "jsd", "reverse_kl"))
-    fig6_k: tuple = _unaffecting((1.0, 2.0, 3.0, 4.0, 5.0))  # K values at L = 10 (paper Figure 6)
-    fig6_window: tuple = _unaffecting((5, 10, 15, 20))       # L values at K = 3
+    seeds: tuple = _field((0,), "seeds of every run of Table 1 (and of the figure grids)", affects_result=False)
+    figure_pairs: tuple = _field((), "pairs of the Figure 3 and 6 grids; () = every pair", affects_result=False)
+    figure_tasks: tuple = _field((), "training tasks of those grids; () = every training task", affects_result=False)
+    fig3_methods: tuple = _field(("off_policy", "on_policy", "imitkd", "skd", "adaswitch"), "methods of the Figure 3 grid", affects_result=False)
+    fig3_divergences: tuple = _field(("forward_kl", "jsd", "reverse_kl"), "divergences of the Figure 3 grid", affects_result=False)
+    fig6_k: tuple = _field((1.0, 2.0, 3.0, 4.0, 5.0), "K values at L = 10 (paper Figure 6)", affects_result=False)
+    fig6_window: tuple = _field((5, 10, 15, 20), "L values at K = 3", affects_result=False)
 
     def __post_init__(self):
         _check_name("profile", self.name, PROFILES)
@@ -227,6 +226,17 @@ _TINY = dict(pairs=("tiny-qwen", "tiny-llama"), train_tasks=("synth_summ", "synt
              max_prompt_tokens_gsm=96, max_new_tokens_gsm=64,
              max_prompt_tokens_summ=256, max_new_tokens_summ=48)
 
+# the cpu profiles' models and runs (what changes a result); docs/calibration.md says how they were chosen
+# (a bf16 teacher: its many-token passes are faster on CPUs with bf16 units; the paper's teachers run in bf16 too)
+_CPU = dict(_TINY, n_kd=1000, max_eval_examples=400, train_bf16=True, dtype="bfloat16",
+            teacher_lr=2e-3, teacher_steps=700, teacher_steps_summ=400, teacher_batch_size=32, dropout=0.0,
+            # base student: a warm start that ends just before its phase transition on synth_gsm,
+            # so that the KD budget carries it across
+            student_warmup_steps=500, student_warmup_steps_summ=40, student_lr=2e-3,
+            kd_lr=2e-3, kd_steps=500, kd_batch_size=16, eval_batch_size=100,
+            length_groups=2,  # rows grouped by length: less padding computed on CPU (docs/performance.md)
+            eval_subset=100, val_loss_examples=128)
+
 _PROFILES = {
     # seconds per run: tests and CI; models are tiny and barely trained
     "smoke": dict(_TINY, name="smoke", n_kd=32, max_eval_examples=16,
@@ -239,28 +249,19 @@ _PROFILES = {
                   eval_every_early=2, eval_early_steps=4, eval_every=4, eval_subset=8, val_loss_examples=16,
                   figure_pairs=("tiny-qwen",), figure_tasks=("synth_gsm",), fig3_methods=("on_policy", "adaswitch"),
                   fig3_divergences=("forward_kl", "reverse_kl"), fig6_k=(1.0, 3.0), fig6_window=(5, 10)),
-    # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network
-    # a bf16 teacher: its scoring and draft-verify passes run 1.4-1.7x faster on CPUs with bf16 units
-    # (benchmarks/bench_step.py --teacher-dtype); the paper's teachers run in bf16 too
-    "cpu": dict(_TINY, name="cpu", n_kd=1000, max_eval_examples=400, train_bf16=True, dtype="bfloat16",
-                teacher_lr=2e-3, teacher_steps=700, teacher_steps_summ=400, teacher_batch_size=32, dropout=0.0,
-                # base student: a warm start that ends just before its phase transition on synth_gsm
-                # (16 % accuracy; 700 steps cross it: 58 %), so that the KD budget carries it across
-                student_warmup_steps=500, student_warmup_steps_summ=40, student_lr=2e-3,
-                kd_lr=2e-3, kd_steps=500, kd_batch_size=16, eval_batch_size=100,
-                # rows grouped by length: teacher SFT steps ~1.2x, off-policy KD steps ~1.1x faster
-                # (benchmarks/bench_padding.py)
-                length_groups=2,
-                eval_subset=100, val_loss_examples=128,
-                # the figure grids shrunk to fit the 60-minute budget: one pair, synth_gsm, fewer points
-                # (Figure 3: AdaSwitch and its on-policy base under forward and reverse KL, the two ends of
-                # the JSD family; cpu-full has every method and JSD too)
-                figure_pairs=("tiny-qwen",), figure_tasks=("synth_gsm",),
+    # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network; the figure
+    # grids shrunk to fit the 60-minute budget (Figure 3: AdaSwitch and its on-policy base under
+    # the two ends of the JSD family; Figure 6: three K and three L)
+    "cpu": dict(_CPU, name="cpu", seeds=(0,), figure_pairs=("tiny-qwen",), figure_tasks=("synth_gsm",),
                 fig3_methods=("on_policy", "adaswitch"), fig3_divergences=("forward_kl", "reverse_kl"),
                 fig6_k=(1.0, 3.0, 5.0), fig6_window=(5, 10, 20)),
-    # the cpu profile's models and runs, with every figure grid in full and 3 seeds (hours on 2 cores)
-    "cpu-full": None,
-    # one 16-24 GB Colab GPU, an afternoon
+    # the cpu profile's models and runs (the prepared pairs are shared) with every grid of the paper
+    # in full and 3 seeds: hours on 2 cores
+    "cpu-full": dict(_CPU, name="cpu-full", seeds=(0, 1, 2), figure_pairs=(), figure_tasks=(),
+                     fig3_methods=("off_policy", "on_policy", "imitkd", "skd", "adaswitch"),
+                     fig3_divergences=("forward_kl", "jsd", "reverse_kl"),
+                     fig6_k=(1.0, 2.0, 3.0, 4.0, 5.0), fig6_window=(5, 10, 15, 20)),
+    # one Colab GPU
     "colab": dict(name="colab", pairs=("qwen-small",), instruct=True, n_kd=1000, max_eval_examples=500,
                   kd_epochs=1.0, kd_batch_size=4),
     # the paper's setting: one 80 GB GPU or more via `accelerate launch`
@@ -268,8 +269,6 @@ _PROFILES = {
 }
 
 
-_PROFILES["cpu-full"] = dict({k: v for k, v in _PROFILES["cpu"].items()
-                              if not k.startswith(("figure_", "fig3_", "fig6_"))}, name="cpu-full", seeds=(0, 1, 2))
 
 
 def get_profile(name: str, **overrides) -> Profile:
@@ -286,23 +285,23 @@ def get_profile(name: str, **overrides) -> Profile:
 class RunConfig:
     """One distillation run: a cell of Table 1 (or a point of a figure)."""
     profile: Profile
-    pair: str = "tiny-qwen"           # teacher -> student pair
-    task: str = "synth_gsm"           # training task; GSM-Plus is evaluated with the GSM student
-    method: str = "adaswitch"         # how targets are made and scored (methods.py)
-    seed: int = 0                     # data order, sampling draws and ImitKD's coins
-    divergence: str = "forward_kl"    # D in the loss and in the switch rule (paper: KL)
-    jsd_beta: float = 0.5             # mixture weight for divergence="jsd" (TRL convention)
-    skew_alpha: float = 0.1           # for skew_kl / skew_reverse_kl (DistiLLM default)
-    loss_reduction: str = "sequence"  # "sequence": token mean per sequence, then batch mean (Eq. 2); "token"
-    adaswitch_k: float = 3.0          # switch when d_i > K * mean of the previous L divergences
-    adaswitch_window: int = 10        # L: window length, also the minimum exploration length
-    adaswitch_floor: float = 0.0      # optional absolute floor on the threshold; 0 = the paper's rule
-    skd_rule: str = "top_k"           # accept a student token inside the teacher's top-k or top-p set
-    skd_top_k: int = 25               # SKD paper default
-    skd_top_p: float = 0.5            # AdaSwitch's "K_skd = 0.5" read as a nucleus
-    imitkd_beta_start: float = 1.0    # ImitKD: probability of ground truth, decays linearly to 0
-    teacher_continuation: str = "exact"  # AdaSwitch after the switch: teacher token by token, or speculative (same distribution)
-    results_dir: str = _unaffecting("results")  # records go to <results_dir>/<profile>/runs/<run_id>/
+    pair: str = _field("tiny-qwen", "teacher -> student pair")
+    task: str = _field("synth_gsm", "training task; GSM-Plus is evaluated with the GSM student")
+    method: str = _field("adaswitch", "how targets are made and scored (methods.py)")
+    seed: int = _field(0, "data order, sampling draws and ImitKD's coins")
+    divergence: str = _field("forward_kl", "D in the loss and in the switch rule (paper: KL)")
+    jsd_beta: float = _field(0.5, "mixture weight for divergence=\"jsd\" (TRL convention)")
+    skew_alpha: float = _field(0.1, "for skew_kl / skew_reverse_kl (DistiLLM default)")
+    loss_reduction: str = _field("sequence", "\"sequence\": token mean per sequence, then batch mean (Eq. 2); \"token\"")
+    adaswitch_k: float = _field(3.0, "switch when d_i > K * mean of the previous L divergences")
+    adaswitch_window: int = _field(10, "L: window length, also the minimum exploration length")
+    adaswitch_floor: float = _field(0.0, "optional absolute floor on the threshold; 0 = the paper's rule")
+    skd_rule: str = _field("top_k", "accept a student token inside the teacher's top-k or top-p set")
+    skd_top_k: int = _field(25, "SKD paper default")
+    skd_top_p: float = _field(0.5, "AdaSwitch's \"K_skd = 0.5\" read as a nucleus")
+    imitkd_beta_start: float = _field(1.0, "ImitKD: probability of ground truth, decays linearly to 0")
+    teacher_continuation: str = _field("exact", "AdaSwitch after the switch: teacher token by token, or speculative (same distribution)")
+    results_dir: str = _field("results", "records go to <results_dir>/<profile>/runs/<run_id>/", affects_result=False)
 
     def __post_init__(self):
         if not isinstance(self.profile, Profile):
@@ -356,16 +355,9 @@ def baseline_id(profile: Profile, pair: str, task: str, who: str) -> str:
     return f"{pair}-{task}-{who}-{config_hash(profile)}"
 
 
-def field_comments(cls) -> dict[str, str]:
-    """The comment beside each field of a config dataclass: its help text on the command line."""
-    import inspect
-    import re
-    out = {}
-    for line in inspect.getsource(cls).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if match:
-            out[match.group(1)] = match.group(2)
-    return out
+def field_help(cls) -> dict[str, str]:
+    """Each field's help text, from its metadata."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
 
 def flat_fields(obj, prefix: str = "") -> dict:
@@ -386,8 +378,25 @@ def flat_fields(obj, prefix: str = "") -> dict:
     return out
 
 
+def flat_help(cls, prefix: str = "") -> dict[str, str]:
+    """Every field's help, nested fields flattened as in `flat_fields` (shapes stay one field)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        nested = f.type if isinstance(f.type, type) else globals().get(str(f.type))
+        if dataclasses.is_dataclass(nested) and nested is not TinyShape:
+            out.update(flat_help(nested, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = f.metadata.get("help", "")
+    return out
+
+
 if __name__ == "__main__":
+    import textwrap
+
     import pandas as pd
     table = pd.DataFrame({name: flat_fields(get_profile(name)) for name in PROFILES})
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
         print(table.to_string(line_width=160))  # wraps the profiles into blocks a screen wide
+    print("\nFields:")
+    for name, text in flat_help(Profile).items():
+        print(textwrap.fill(text, 150, initial_indent=f"{name:<28}", subsequent_indent=" " * 28))

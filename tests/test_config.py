@@ -68,3 +68,19 @@ def test_bad_input_gives_one_clear_error(make, message):
         make()
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_every_config_field_carries_its_help():
+    """The help lives in each field's metadata (the command line and `python -m
+    adaswitch_lib.config` read it from there), and `affects_result` there decides the run id."""
+    import dataclasses
+
+    from adaswitch_lib.config import Profile, RunConfig, SynthConfig, TinyShape, field_help, flat_help
+    for cls in (Profile, RunConfig, SynthConfig, TinyShape):
+        missing = [f.name for f in dataclasses.fields(cls) if f.name != "profile" and not f.metadata.get("help")]
+        assert not missing, f"{cls.__name__} fields without help: {missing}"
+    assert field_help(RunConfig)["adaswitch_k"].startswith("switch when d_i > K")
+    assert "synth.max_operand" in flat_help(Profile) and "teacher_shape" in flat_help(Profile)
+    unaffecting = {f.name for f in dataclasses.fields(Profile) if f.metadata["affects_result"] is False}
+    assert unaffecting == {"log_every", "seeds", "figure_pairs", "figure_tasks", "fig3_methods", "fig3_divergences",
+                           "fig6_k", "fig6_window"}
