@@ -1,14 +1,17 @@
 """Command line: the same calls the notebooks, scripts and `accelerate launch` use.
 
     python -m adaswitch_lib prepare  --profile cpu --pair tiny-qwen --task synth_gsm
-    python -m adaswitch_lib distill  --profile cpu --pair tiny-qwen --task synth_gsm --method adaswitch \\
+    python -m adaswitch_lib distill  --profile cpu --pair tiny-qwen --task synth_gsm --method
+    adaswitch \\
                                      --divergence forward_kl --K 3 --L 10 --seed 0
-    python -m adaswitch_lib baselines --profile cpu --pair tiny-qwen --task synth_gsm   # Teacher / Student rows
+    python -m adaswitch_lib baselines --profile cpu --pair tiny-qwen --task synth_gsm   # Teacher /
+    Student rows
     accelerate launch --num_processes 2 --cpu -m adaswitch_lib distill --profile smoke ...
     python -m adaswitch_lib distill --help     # every option, its default and its valid values
 
 `--set FIELD=VALUE` (repeatable) overrides a profile field, e.g. `--set kd_steps=50`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,20 +24,29 @@ from adaswitch_lib.config import RunConfig, get_profile
 from adaswitch_lib.errors import ConfigError, KitError
 
 ALIASES = {"adaswitch_k": "--K", "adaswitch_window": "--L"}
-CHOICES = {"pair": config.PAIRS, "task": config.TASKS, "method": config.METHODS, "divergence": config.DIVERGENCES,
-           "skd_rule": config.SKD_RULES, "loss_reduction": ("sequence", "token"),
-           "teacher_continuation": config.CONTINUATIONS}
+CHOICES = {
+    "pair": config.PAIRS,
+    "task": config.TASKS,
+    "method": config.METHODS,
+    "divergence": config.DIVERGENCES,
+    "skd_rule": config.SKD_RULES,
+    "loss_reduction": ("sequence", "token"),
+    "teacher_continuation": config.CONTINUATIONS,
+}
 
 
 def _profile_overrides(items: list[str]) -> dict:
-    """`field=value` strings -> typed profile overrides (int, float, bool or str like the default)."""
+    """`field=value` strings -> typed profile overrides (int, float, bool or str like the
+    default)."""
     defaults = {f.name: f for f in dataclasses.fields(config.Profile)}
     out = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or name not in defaults:
-            raise ConfigError(f"--set {item!r}: use FIELD=VALUE with a profile field; valid fields: "
-                              f"{', '.join(sorted(defaults))}")
+            raise ConfigError(
+                f"--set {item!r}: use FIELD=VALUE with a profile field; valid fields: "
+                f"{', '.join(sorted(defaults))}"
+            )
         kind = type(getattr(config.Profile(), name))
         try:
             if kind is bool:
@@ -44,7 +56,9 @@ def _profile_overrides(items: list[str]) -> dict:
             elif kind in (int, float, str):
                 value = kind(text)
             else:
-                raise ConfigError(f"--set {name}: a {kind.__name__} field cannot be set from the command line")
+                raise ConfigError(
+                    f"--set {name}: a {kind.__name__} field cannot be set from the command line"
+                )
         except ValueError:
             raise ConfigError(f"--set {item!r}: {name} takes a {kind.__name__}") from None
         out[name] = value
@@ -52,22 +66,44 @@ def _profile_overrides(items: list[str]) -> dict:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="cpu", help=f"default: cpu; one of: {', '.join(config.PROFILES)}")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a profile field (repeatable), e.g. --set kd_steps=50")
+    parser.add_argument(
+        "--profile", default="cpu", help=f"default: cpu; one of: {', '.join(config.PROFILES)}"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a profile field (repeatable), e.g. --set kd_steps=50",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m adaswitch_lib", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m adaswitch_lib", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("prepare", "train (or find) a pair's teacher and base student for a task"),
-                       ("baselines", "score the prepared teacher and base student (Table 1's first rows)")):
+    for name, text in (
+        ("prepare", "train (or find) a pair's teacher and base student for a task"),
+        ("baselines", "score the prepared teacher and base student (Table 1's first rows)"),
+    ):
         p = sub.add_parser(name, help=text, description=text)
         _add_common(p)
-        p.add_argument("--pair", default="tiny-qwen", help=f"default: tiny-qwen; one of: {', '.join(config.PAIRS)}")
-        p.add_argument("--task", default="synth_gsm", help=f"default: synth_gsm; one of: {', '.join(config.TASKS)}")
-    p = sub.add_parser("distill", help="one distillation run -> results/<profile>/runs/<run_id>/",
-                       description="One distillation run; a run whose finished record exists is skipped.")
+        p.add_argument(
+            "--pair",
+            default="tiny-qwen",
+            help=f"default: tiny-qwen; one of: {', '.join(config.PAIRS)}",
+        )
+        p.add_argument(
+            "--task",
+            default="synth_gsm",
+            help=f"default: synth_gsm; one of: {', '.join(config.TASKS)}",
+        )
+    p = sub.add_parser(
+        "distill",
+        help="one distillation run -> results/<profile>/runs/<run_id>/",
+        description="One distillation run; a run whose finished record exists is skipped.",
+    )
     _add_common(p)
     comments = config.field_help(RunConfig)
     for f in dataclasses.fields(RunConfig):
@@ -77,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         kind = type(f.default)
         valid = f"; one of: {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
         text = f"{comments.get(f.name, '')} (default: {f.default}{valid})".strip()
-        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, help=text.replace("%", "%%"))
+        p.add_argument(
+            *flags, dest=f.name, type=kind, default=f.default, help=text.replace("%", "%%")
+        )
     return parser
 
 
@@ -87,16 +125,25 @@ def main(argv=None) -> int:
         profile = get_profile(args.profile, **_profile_overrides(args.set))
         if args.command == "prepare":
             from adaswitch_lib.prepare import prepare_pair
+
             folder = prepare_pair(profile, args.pair, args.task)
             report = json.loads((folder / "metrics.json").read_text())
-            print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=2))
+            print(
+                json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=2)
+            )
         elif args.command == "baselines":
             from adaswitch_lib.run import record_pair_baselines
+
             for record in record_pair_baselines(profile, args.pair, args.task):
                 print(record["run_id"], json.dumps(record["metrics"]))
         else:
             from adaswitch_lib.run import run_distillation
-            fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if f.name != "profile"}
+
+            fields = {
+                f.name: getattr(args, f.name)
+                for f in dataclasses.fields(RunConfig)
+                if f.name != "profile"
+            }
             record = run_distillation(RunConfig(profile=profile, **fields))
             if record:
                 print(json.dumps(record["metrics"]))

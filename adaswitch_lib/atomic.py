@@ -5,6 +5,7 @@ claims, the manifest) goes through here: the content is written under a temporar
 same folder, then renamed into place, so an interrupted run never leaves a half-written result
 that could be mistaken for a finished one.
 """
+
 from __future__ import annotations
 
 import json

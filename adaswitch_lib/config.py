@@ -7,6 +7,7 @@ that changes a result, so an identical run is recognised (and skipped) in any pr
 
     python -m adaswitch_lib.config            # print the profiles as a table
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,9 @@ from adaswitch_lib.methods import METHODS as _METHOD_TABLE
 
 PAIRS = ("qwen", "llama", "qwen-small", "tiny-qwen", "tiny-llama")
 TASKS = ("gsm8k", "gsm_plus", "dialogsum", "synth_gsm", "synth_gsm_plus", "synth_summ")
-METHODS = tuple(_METHOD_TABLE)  # sft, seqkd, off_policy, on_policy, imitkd, skd, adaswitch (methods.py)
+METHODS = tuple(
+    _METHOD_TABLE
+)  # sft, seqkd, off_policy, on_policy, imitkd, skd, adaswitch (methods.py)
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SKD_RULES = ("top_k", "top_p")
 CONTINUATIONS = ("speculative", "exact")  # how a switched AdaSwitch row samples the teacher
@@ -45,7 +48,11 @@ def _check_range(name: str, value, low=None, high=None, low_open=False, high_ope
     if not ok:
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
-        brackets = ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + (")" if high_open or high is None else "]")
+        brackets = (
+            ("(" if low_open or low is None else "[")
+            + f"{lo}, {hi}"
+            + (")" if high_open or high is None else "]")
+        )
         raise ConfigError(f"{name} = {value!r} is outside the allowed range {brackets}")
 
 
@@ -59,6 +66,7 @@ def _field(default, help: str, affects_result: bool = True):
 @dataclass(frozen=True)
 class TinyShape:
     """Size of a tiny Qwen2- or Llama-style model trained here from scratch."""
+
     layers: int = _field(2, "transformer layers")
     hidden: int = _field(128, "hidden size")
     heads: int = _field(4, "attention heads")
@@ -69,18 +77,23 @@ class TinyShape:
         for name in ("layers", "hidden", "heads", "kv_heads", "intermediate"):
             _check_range(f"TinyShape.{name}", getattr(self, name), low=1)
         if self.hidden % self.heads or self.heads % self.kv_heads:
-            raise ConfigError(f"TinyShape: hidden ({self.hidden}) must divide by heads ({self.heads}) "
-                              f"and heads by kv_heads ({self.kv_heads})")
+            raise ConfigError(
+                f"TinyShape: hidden ({self.hidden}) must divide by heads ({self.heads}) "
+                f"and heads by kv_heads ({self.kv_heads})"
+            )
 
 
 @dataclass(frozen=True)
 class SynthConfig:
     """Difficulty knobs of the offline twins (`synth_gsm`, `synth_gsm_plus`, `synth_summ`)."""
+
     min_steps: int = _field(2, "fewest arithmetic steps per word problem")
     max_steps: int = _field(4, "most arithmetic steps per word problem")
-    max_operand: int = _field(9, "largest +/- operand; 9 avoids two-digit carries (learnable on CPU)")
+    max_operand: int = _field(
+        9, "largest +/- operand; 9 avoids two-digit carries (learnable on CPU)"
+    )
     max_value: int = _field(99, "every intermediate value stays in [0, max_value]")
-    operations: str = _field("+-*/", "subset of \"+-*/\"; * by 2..4, / by 2..5 (exact only)")
+    operations: str = _field("+-*/", 'subset of "+-*/"; * by 2..4, / by 2..5 (exact only)')
     min_turns: int = _field(6, "fewest dialogue turns in synth_summ (slot turns + small talk)")
     max_turns: int = _field(10, "most dialogue turns in synth_summ")
     n_train_gsm: int = _field(7000, "synth_gsm train problems (split sizes follow the real tasks)")
@@ -96,20 +109,60 @@ class SynthConfig:
         _check_range("SynthConfig.max_operand", self.max_operand, low=1)
         _check_range("SynthConfig.max_value", self.max_value, low=max(10, self.max_operand))
         if not self.operations or set(self.operations) - set("+-*/") or "+" not in self.operations:
-            raise ConfigError(f"SynthConfig.operations = {self.operations!r}: use a subset of '+-*/' containing '+'")
+            raise ConfigError(
+                f"SynthConfig.operations = {self.operations!r}: use a subset of '+-*/' containing "
+                "'+'"
+            )
         _check_range("SynthConfig.min_turns", self.min_turns, low=4)
         _check_range("SynthConfig.max_turns", self.max_turns, low=self.min_turns)
-        for name in ("n_train_gsm", "n_val_gsm", "n_test_gsm", "n_train_summ", "n_val_summ", "n_test_summ"):
+        for name in (
+            "n_train_gsm",
+            "n_val_gsm",
+            "n_test_gsm",
+            "n_train_summ",
+            "n_val_summ",
+            "n_test_summ",
+        ):
             _check_range(f"SynthConfig.{name}", getattr(self, name), low=1)
+
+
+# the allowed range of each numeric profile field
+_PROFILE_RANGES = (
+    (
+        "n_kd max_prompt_tokens_gsm max_new_tokens_gsm max_prompt_tokens_summ max_new_tokens_summ "
+        "tokenizer_vocab teacher_batch_size kd_batch_size eval_batch_size log_every "
+        "grad_accum_steps "
+        "length_groups eval_every_early eval_every",
+        dict(low=1),
+    ),
+    (
+        "max_eval_examples teacher_steps kd_steps student_warmup_steps teacher_steps_summ "
+        "student_warmup_steps_summ eval_early_steps eval_subset val_loss_examples",
+        dict(low=0),
+    ),
+    (
+        "teacher_lr kd_lr student_lr teacher_epochs kd_epochs max_grad_norm student_temperature "
+        "teacher_temperature",
+        dict(low=0, low_open=True),
+    ),
+    ("dropout", dict(low=0, high=1, high_open=True)),
+    ("warmup_ratio", dict(low=0, high=1)),
+    ("student_top_p teacher_top_p", dict(low=0, high=1, low_open=True)),
+)
 
 
 @dataclass(frozen=True)
 class Profile:
     """Everything that is fixed for a whole reproduction: models, data, budgets (paper §3.3)."""
+
     name: str = _field("paper", "the profile's name: smoke, cpu, cpu-full, colab or paper")
     pairs: tuple = _field(("qwen", "llama"), "teacher -> student pairs of Table 1")
-    train_tasks: tuple = _field(("dialogsum", "gsm8k"), "tasks the teacher and students are trained on")
-    eval_tasks: tuple = _field(("dialogsum", "gsm8k", "gsm_plus"), "Table 1 columns; gsm_plus uses GSM students")
+    train_tasks: tuple = _field(
+        ("dialogsum", "gsm8k"), "tasks the teacher and students are trained on"
+    )
+    eval_tasks: tuple = _field(
+        ("dialogsum", "gsm8k", "gsm_plus"), "Table 1 columns; gsm_plus uses GSM students"
+    )
     instruct: bool = _field(False, "-Instruct checkpoints + chat template (Hub pairs)")
     # data
     n_kd: int = _field(1000, "KD examples sampled from train with a fixed seed (paper: ~1,000)")
@@ -117,103 +170,159 @@ class Profile:
     max_prompt_tokens_gsm: int = _field(128, "prompt tokens kept on GSM tasks (paper: 128)")
     max_new_tokens_gsm: int = _field(512, "response tokens generated on GSM tasks (paper: 512)")
     max_prompt_tokens_summ: int = _field(1024, "prompt tokens kept on summarisation (paper: 1024)")
-    max_new_tokens_summ: int = _field(256, "response tokens generated on summarisation (paper: 256)")
-    gsm_plus_critical_thinking: str = _field("exclude", "rule for GSM-Plus rows without an answer, see data.py")
+    max_new_tokens_summ: int = _field(
+        256, "response tokens generated on summarisation (paper: 256)"
+    )
+    gsm_plus_critical_thinking: str = _field(
+        "exclude", "rule for GSM-Plus rows without an answer, see data.py"
+    )
     # tiny offline pairs (ignored for Hub pairs)
-    teacher_shape: TinyShape = _field(TinyShape(layers=4, hidden=256, heads=4, kv_heads=2, intermediate=1024), "the tiny teacher's size (tiny pairs only)")
-    student_shape: TinyShape = _field(TinyShape(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=512), "the tiny student's size (tiny pairs only)")
-    tokenizer_vocab: int = _field(1024, "BPE vocabulary asked of `tokenizers` (the twins use fewer)")
+    teacher_shape: TinyShape = _field(
+        TinyShape(layers=4, hidden=256, heads=4, kv_heads=2, intermediate=1024),
+        "the tiny teacher's size (tiny pairs only)",
+    )
+    student_shape: TinyShape = _field(
+        TinyShape(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=512),
+        "the tiny student's size (tiny pairs only)",
+    )
+    tokenizer_vocab: int = _field(
+        1024, "BPE vocabulary asked of `tokenizers` (the twins use fewer)"
+    )
     synth: SynthConfig = _field(SynthConfig(), "difficulty and split sizes of the offline twins")
     # teacher SFT (paper: lr 1e-5, warmup 0.1, dropout 0.1, 3 epochs, best validation loss)
     teacher_lr: float = _field(1e-5, "teacher SFT learning rate (paper: 1e-5)")
-    teacher_epochs: float = _field(3.0, "teacher SFT epochs (paper: 3; the checkpoint with the best validation NLL is kept)")
+    teacher_epochs: float = _field(
+        3.0, "teacher SFT epochs (paper: 3; the checkpoint with the best validation NLL is kept)"
+    )
     teacher_steps: int = _field(0, "> 0 overrides epochs with a fixed number of optimiser steps")
     teacher_steps_summ: int = _field(0, "summarisation's own fixed steps (0 = as teacher_steps)")
     teacher_batch_size: int = _field(16, "teacher SFT batch size")
     dropout: float = _field(0.1, "dropout while fine-tuning (paper: 0.1)")
     # base student (tiny pairs only): a short warm start that writes task-shaped text
-    student_warmup_steps: int = _field(0, "the tiny base student's warm start: steps of SFT that leave it writing task-shaped text")
-    student_warmup_steps_summ: int = _field(0, "summarisation's own warm start (0 = as student_warmup_steps)")
+    student_warmup_steps: int = _field(
+        0, "the tiny base student's warm start: steps of SFT that leave it writing task-shaped text"
+    )
+    student_warmup_steps_summ: int = _field(
+        0, "summarisation's own warm start (0 = as student_warmup_steps)"
+    )
     student_lr: float = _field(1e-5, "learning rate of the base student's warm start")
     # distillation (paper: 3 epochs, lr 1e-5, warmup 0.1)
     kd_lr: float = _field(1e-5, "distillation learning rate (paper: 1e-5)")
     kd_epochs: float = _field(3.0, "distillation epochs over the KD examples (paper: 3)")
     kd_steps: int = _field(0, "> 0 overrides epochs with a fixed number of optimiser steps")
     kd_batch_size: int = _field(8, "sequences per optimiser step (all processes together)")
-    grad_accum_steps: int = _field(1, "micro-batches per step; the gradient equals the one-batch gradient")
-    length_groups: int = _field(1, "SFT and KD batches computed as this many groups of rows of similar length, each without the padding its rows share (the same loss up to rounding; pays on CPU, 1 suits GPUs)")
-    warmup_ratio: float = _field(0.1, "share of steps with a linear learning-rate warm-up (paper: 0.1)")
+    grad_accum_steps: int = _field(
+        1, "micro-batches per step; the gradient equals the one-batch gradient"
+    )
+    length_groups: int = _field(
+        1,
+        "SFT and KD batches computed as this many groups of rows of similar length, each without "
+        "the padding its rows share (the same loss up to rounding; pays on CPU, 1 suits GPUs)",
+    )
+    warmup_ratio: float = _field(
+        0.1, "share of steps with a linear learning-rate warm-up (paper: 0.1)"
+    )
     max_grad_norm: float = _field(1.0, "gradient clipping")
-    kd_mixed_precision: str = _field("auto", "auto = bf16 on CUDA (fp16 where bf16 is unsupported), none on CPU")
+    kd_mixed_precision: str = _field(
+        "auto", "auto = bf16 on CUDA (fp16 where bf16 is unsupported), none on CPU"
+    )
     # evaluation during distillation (Figures 5/8 every 10 steps over the first 100; 4/7 every 100)
-    eval_every_early: int = _field(10, "evaluate every N steps over the first eval_early_steps (Figures 5 and 8)")
+    eval_every_early: int = _field(
+        10, "evaluate every N steps over the first eval_early_steps (Figures 5 and 8)"
+    )
     eval_early_steps: int = _field(100, "... over the first M steps,")
     eval_every: int = _field(100, "then every N steps (and always at the last step)")
-    eval_subset: int = _field(200, "test examples scored at each evaluation (a fixed subset; 0 = none)")
-    val_loss_examples: int = _field(256, "validation examples for the validation loss (D on reference targets)")
+    eval_subset: int = _field(
+        200, "test examples scored at each evaluation (a fixed subset; 0 = none)"
+    )
+    val_loss_examples: int = _field(
+        256, "validation examples for the validation loss (D on reference targets)"
+    )
     # sampling (paper §3.3): student T=0.5 top-p=0.5, teacher T=0.2 top-p=0.5
     student_temperature: float = _field(0.5, "the student's sampling temperature (paper: 0.5)")
     student_top_p: float = _field(0.5, "the student's top-p (paper: 0.5)")
     teacher_temperature: float = _field(0.2, "the teacher's sampling temperature (paper: 0.2)")
     teacher_top_p: float = _field(0.5, "the teacher's top-p (paper: 0.5)")
     # precision and device
-    dtype: str = _field("auto", "the frozen teacher's dtype (students keep fp32 master weights): auto = bf16 on CUDA, fp32 on CPU; or float32 / bfloat16")
-    train_bf16: bool = _field(False, "bf16 autocast for SFT (faster on CPUs with bf16 units; rounds differently, see docs/reproducibility.md)")
+    dtype: str = _field(
+        "auto",
+        "the frozen teacher's dtype (students keep fp32 master weights): auto = bf16 on CUDA, fp32 "
+        "on CPU; or float32 / bfloat16",
+    )
+    train_bf16: bool = _field(
+        False,
+        "bf16 autocast for SFT (faster on CPUs with bf16 units; rounds differently, see "
+        "docs/reproducibility.md)",
+    )
     eval_batch_size: int = _field(32, "batch size of greedy evaluation and validation scoring")
     log_every: int = _field(10, "one log line every N steps under papermill", affects_result=False)
     # what ./run_all.sh runs (plan.py); these change which runs are made, never a run's result
-    seeds: tuple = _field((0,), "seeds of every run of Table 1 (and of the figure grids)", affects_result=False)
-    figure_pairs: tuple = _field((), "pairs of the Figure 3 and 6 grids; () = every pair", affects_result=False)
-    figure_tasks: tuple = _field((), "training tasks of those grids; () = every training task", affects_result=False)
-    fig3_methods: tuple = _field(("off_policy", "on_policy", "imitkd", "skd", "adaswitch"), "methods of the Figure 3 grid", affects_result=False)
-    fig3_divergences: tuple = _field(("forward_kl", "jsd", "reverse_kl"), "divergences of the Figure 3 grid", affects_result=False)
-    fig6_k: tuple = _field((1.0, 2.0, 3.0, 4.0, 5.0), "K values at L = 10 (paper Figure 6)", affects_result=False)
+    seeds: tuple = _field(
+        (0,), "seeds of every run of Table 1 (and of the figure grids)", affects_result=False
+    )
+    figure_pairs: tuple = _field(
+        (), "pairs of the Figure 3 and 6 grids; () = every pair", affects_result=False
+    )
+    figure_tasks: tuple = _field(
+        (), "training tasks of those grids; () = every training task", affects_result=False
+    )
+    fig3_methods: tuple = _field(
+        ("off_policy", "on_policy", "imitkd", "skd", "adaswitch"),
+        "methods of the Figure 3 grid",
+        affects_result=False,
+    )
+    fig3_divergences: tuple = _field(
+        ("forward_kl", "jsd", "reverse_kl"),
+        "divergences of the Figure 3 grid",
+        affects_result=False,
+    )
+    fig6_k: tuple = _field(
+        (1.0, 2.0, 3.0, 4.0, 5.0), "K values at L = 10 (paper Figure 6)", affects_result=False
+    )
     fig6_window: tuple = _field((5, 10, 15, 20), "L values at K = 3", affects_result=False)
 
     def __post_init__(self):
+        self._check_names()
+        self._check_grids()
+        self._check_ranges()
+
+    def _check_names(self):
         _check_name("profile", self.name, PROFILES)
         for pair in self.pairs:
             _check_name("pair", pair, PAIRS)
         for task in (*self.train_tasks, *self.eval_tasks):
             _check_name("task", task, TASKS)
-        if self.gsm_plus_critical_thinking not in ("exclude", "no_number"):
-            raise ConfigError(f"gsm_plus_critical_thinking = {self.gsm_plus_critical_thinking!r}; "
-                              "valid values: exclude, no_number")
+        _check_name(
+            "gsm_plus_critical_thinking", self.gsm_plus_critical_thinking, ("exclude", "no_number")
+        )
         _check_name("kd_mixed_precision", self.kd_mixed_precision, MIXED_PRECISION)
+        _check_name("dtype", self.dtype, ("auto", "float32", "bfloat16"))
+
+    def _check_grids(self):
         if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ConfigError(f"seeds = {self.seeds!r}: give one or more integers >= 0")
-        for name, values, valid in (("figure_pairs", self.figure_pairs, self.pairs),
-                                    ("figure_tasks", self.figure_tasks, self.train_tasks),
-                                    ("fig3_methods", self.fig3_methods, METHODS),
-                                    ("fig3_divergences", self.fig3_divergences, DIVERGENCES)):
+        for name, values, valid in (
+            ("figure_pairs", self.figure_pairs, self.pairs),
+            ("figure_tasks", self.figure_tasks, self.train_tasks),
+            ("fig3_methods", self.fig3_methods, METHODS),
+            ("fig3_divergences", self.fig3_divergences, DIVERGENCES),
+        ):
             for value in values:
                 _check_name(name[:-1].replace("fig3_", ""), value, valid)
         for k in self.fig6_k:
             _check_range("fig6_k (K)", k, low=0, low_open=True)
         for window in self.fig6_window:
             _check_range("fig6_window (L)", window, low=1)
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"dtype = {self.dtype!r}; valid values: auto, float32, bfloat16")
-        for name in ("n_kd", "max_prompt_tokens_gsm", "max_new_tokens_gsm", "max_prompt_tokens_summ",
-                     "max_new_tokens_summ", "tokenizer_vocab", "teacher_batch_size", "kd_batch_size",
-                     "eval_batch_size", "log_every", "grad_accum_steps", "length_groups", "eval_every_early",
-                     "eval_every"):
-            _check_range(name, getattr(self, name), low=1)
+
+    def _check_ranges(self):
+        for names, bounds in _PROFILE_RANGES:
+            for name in names.split():
+                _check_range(name, getattr(self, name), **bounds)
         if self.kd_batch_size % self.grad_accum_steps:
-            raise ConfigError(f"kd_batch_size ({self.kd_batch_size}) must be a multiple of grad_accum_steps "
-                              f"({self.grad_accum_steps})")
-        for name in ("max_eval_examples", "teacher_steps", "kd_steps", "student_warmup_steps",
-                     "teacher_steps_summ", "student_warmup_steps_summ", "eval_early_steps", "eval_subset",
-                     "val_loss_examples"):
-            _check_range(name, getattr(self, name), low=0)
-        for name in ("teacher_lr", "kd_lr", "student_lr", "teacher_epochs", "kd_epochs", "max_grad_norm"):
-            _check_range(name, getattr(self, name), low=0, low_open=True)
-        _check_range("dropout", self.dropout, low=0, high=1, high_open=True)
-        _check_range("warmup_ratio", self.warmup_ratio, low=0, high=1)
-        for name in ("student_temperature", "teacher_temperature"):
-            _check_range(name, getattr(self, name), low=0, low_open=True)
-        for name in ("student_top_p", "teacher_top_p"):
-            _check_range(name, getattr(self, name), low=0, high=1, low_open=True)
+            raise ConfigError(
+                f"kd_batch_size ({self.kd_batch_size}) must be a multiple of grad_accum_steps "
+                f"({self.grad_accum_steps})"
+            )
 
     @property
     def offline(self) -> bool:
@@ -221,54 +330,126 @@ class Profile:
         return all(p.startswith("tiny-") for p in self.pairs)
 
 
-_TINY = dict(pairs=("tiny-qwen", "tiny-llama"), train_tasks=("synth_summ", "synth_gsm"),
-             eval_tasks=("synth_summ", "synth_gsm", "synth_gsm_plus"),
-             max_prompt_tokens_gsm=96, max_new_tokens_gsm=64,
-             max_prompt_tokens_summ=256, max_new_tokens_summ=48)
+_TINY = dict(
+    pairs=("tiny-qwen", "tiny-llama"),
+    train_tasks=("synth_summ", "synth_gsm"),
+    eval_tasks=("synth_summ", "synth_gsm", "synth_gsm_plus"),
+    max_prompt_tokens_gsm=96,
+    max_new_tokens_gsm=64,
+    max_prompt_tokens_summ=256,
+    max_new_tokens_summ=48,
+)
 
-# the cpu profiles' models and runs (what changes a result); docs/calibration.md says how they were chosen
-# (a bf16 teacher: its many-token passes are faster on CPUs with bf16 units; the paper's teachers run in bf16 too)
-_CPU = dict(_TINY, n_kd=1000, max_eval_examples=400, train_bf16=True, dtype="bfloat16",
-            teacher_lr=2e-3, teacher_steps=700, teacher_steps_summ=400, teacher_batch_size=32, dropout=0.0,
-            # base student: a warm start that ends just before its phase transition on synth_gsm,
-            # so that the KD budget carries it across
-            student_warmup_steps=500, student_warmup_steps_summ=40, student_lr=2e-3,
-            kd_lr=2e-3, kd_steps=500, kd_batch_size=16, eval_batch_size=100,
-            length_groups=2,  # rows grouped by length: less padding computed on CPU (docs/performance.md)
-            eval_subset=100, val_loss_examples=128)
+# the cpu profiles' models and runs (what changes a result); docs/calibration.md says how they were
+# chosen
+# (a bf16 teacher: its many-token passes are faster on CPUs with bf16 units; the paper's teachers
+# run in bf16 too)
+_CPU = dict(
+    _TINY,
+    n_kd=1000,
+    max_eval_examples=400,
+    train_bf16=True,
+    dtype="bfloat16",
+    teacher_lr=2e-3,
+    teacher_steps=700,
+    teacher_steps_summ=400,
+    teacher_batch_size=32,
+    dropout=0.0,
+    # base student: a warm start that ends just before its phase transition on synth_gsm,
+    # so that the KD budget carries it across
+    student_warmup_steps=500,
+    student_warmup_steps_summ=40,
+    student_lr=2e-3,
+    kd_lr=2e-3,
+    kd_steps=500,
+    kd_batch_size=16,
+    eval_batch_size=100,
+    length_groups=2,  # rows grouped by length: less padding computed on CPU (docs/performance.md)
+    eval_subset=100,
+    val_loss_examples=128,
+)
 
 _PROFILES = {
     # seconds per run: tests and CI; models are tiny and barely trained
-    "smoke": dict(_TINY, name="smoke", n_kd=32, max_eval_examples=16,
-                  teacher_shape=TinyShape(2, 64, 4, 2, 128), student_shape=TinyShape(1, 32, 2, 1, 64),
-                  synth=SynthConfig(n_train_gsm=400, n_val_gsm=40, n_test_gsm=40,
-                                    n_train_summ=400, n_val_summ=40, n_test_summ=20),
-                  teacher_lr=3e-3, teacher_steps=30, teacher_batch_size=16, dropout=0.0,
-                  student_warmup_steps=5, student_lr=3e-3,
-                  kd_lr=1e-3, kd_steps=4, kd_batch_size=8, length_groups=2, eval_batch_size=16, log_every=2,
-                  eval_every_early=2, eval_early_steps=4, eval_every=4, eval_subset=8, val_loss_examples=16,
-                  figure_pairs=("tiny-qwen",), figure_tasks=("synth_gsm",), fig3_methods=("on_policy", "adaswitch"),
-                  fig3_divergences=("forward_kl", "reverse_kl"), fig6_k=(1.0, 3.0), fig6_window=(5, 10)),
+    "smoke": dict(
+        _TINY,
+        name="smoke",
+        n_kd=32,
+        max_eval_examples=16,
+        teacher_shape=TinyShape(2, 64, 4, 2, 128),
+        student_shape=TinyShape(1, 32, 2, 1, 64),
+        synth=SynthConfig(
+            n_train_gsm=400,
+            n_val_gsm=40,
+            n_test_gsm=40,
+            n_train_summ=400,
+            n_val_summ=40,
+            n_test_summ=20,
+        ),
+        teacher_lr=3e-3,
+        teacher_steps=30,
+        teacher_batch_size=16,
+        dropout=0.0,
+        student_warmup_steps=5,
+        student_lr=3e-3,
+        kd_lr=1e-3,
+        kd_steps=4,
+        kd_batch_size=8,
+        length_groups=2,
+        eval_batch_size=16,
+        log_every=2,
+        eval_every_early=2,
+        eval_early_steps=4,
+        eval_every=4,
+        eval_subset=8,
+        val_loss_examples=16,
+        figure_pairs=("tiny-qwen",),
+        figure_tasks=("synth_gsm",),
+        fig3_methods=("on_policy", "adaswitch"),
+        fig3_divergences=("forward_kl", "reverse_kl"),
+        fig6_k=(1.0, 3.0),
+        fig6_window=(5, 10),
+    ),
     # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network; the figure
     # grids shrunk to fit the 60-minute budget (Figure 3: AdaSwitch and its on-policy base under
     # the two ends of the JSD family; Figure 6: three K and three L)
-    "cpu": dict(_CPU, name="cpu", seeds=(0,), figure_pairs=("tiny-qwen",), figure_tasks=("synth_gsm",),
-                fig3_methods=("on_policy", "adaswitch"), fig3_divergences=("forward_kl", "reverse_kl"),
-                fig6_k=(1.0, 3.0, 5.0), fig6_window=(5, 10, 20)),
+    "cpu": dict(
+        _CPU,
+        name="cpu",
+        seeds=(0,),
+        figure_pairs=("tiny-qwen",),
+        figure_tasks=("synth_gsm",),
+        fig3_methods=("on_policy", "adaswitch"),
+        fig3_divergences=("forward_kl", "reverse_kl"),
+        fig6_k=(1.0, 3.0, 5.0),
+        fig6_window=(5, 10, 20),
+    ),
     # the cpu profile's models and runs (the prepared pairs are shared) with every grid of the paper
     # in full and 3 seeds: hours on 2 cores
-    "cpu-full": dict(_CPU, name="cpu-full", seeds=(0, 1, 2), figure_pairs=(), figure_tasks=(),
-                     fig3_methods=("off_policy", "on_policy", "imitkd", "skd", "adaswitch"),
-                     fig3_divergences=("forward_kl", "jsd", "reverse_kl"),
-                     fig6_k=(1.0, 2.0, 3.0, 4.0, 5.0), fig6_window=(5, 10, 15, 20)),
+    "cpu-full": dict(
+        _CPU,
+        name="cpu-full",
+        seeds=(0, 1, 2),
+        figure_pairs=(),
+        figure_tasks=(),
+        fig3_methods=("off_policy", "on_policy", "imitkd", "skd", "adaswitch"),
+        fig3_divergences=("forward_kl", "jsd", "reverse_kl"),
+        fig6_k=(1.0, 2.0, 3.0, 4.0, 5.0),
+        fig6_window=(5, 10, 15, 20),
+    ),
     # one Colab GPU
-    "colab": dict(name="colab", pairs=("qwen-small",), instruct=True, n_kd=1000, max_eval_examples=500,
-                  kd_epochs=1.0, kd_batch_size=4),
+    "colab": dict(
+        name="colab",
+        pairs=("qwen-small",),
+        instruct=True,
+        n_kd=1000,
+        max_eval_examples=500,
+        kd_epochs=1.0,
+        kd_batch_size=4,
+    ),
     # the paper's setting: one 80 GB GPU or more via `accelerate launch`
     "paper": dict(name="paper"),
 }
-
-
 
 
 def get_profile(name: str, **overrides) -> Profile:
@@ -277,31 +458,47 @@ def get_profile(name: str, **overrides) -> Profile:
     fields = {f.name for f in dataclasses.fields(Profile)}
     for key in overrides:
         if key not in fields:
-            raise ConfigError(f"unknown profile field {key!r}; valid fields: {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"unknown profile field {key!r}; valid fields: {', '.join(sorted(fields))}"
+            )
     return Profile(**{**_PROFILES[name], **overrides})
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """One distillation run: a cell of Table 1 (or a point of a figure)."""
+
     profile: Profile
     pair: str = _field("tiny-qwen", "teacher -> student pair")
     task: str = _field("synth_gsm", "training task; GSM-Plus is evaluated with the GSM student")
     method: str = _field("adaswitch", "how targets are made and scored (methods.py)")
     seed: int = _field(0, "data order, sampling draws and ImitKD's coins")
     divergence: str = _field("forward_kl", "D in the loss and in the switch rule (paper: KL)")
-    jsd_beta: float = _field(0.5, "mixture weight for divergence=\"jsd\" (TRL convention)")
+    jsd_beta: float = _field(0.5, 'mixture weight for divergence="jsd" (TRL convention)')
     skew_alpha: float = _field(0.1, "for skew_kl / skew_reverse_kl (DistiLLM default)")
-    loss_reduction: str = _field("sequence", "\"sequence\": token mean per sequence, then batch mean (Eq. 2); \"token\"")
+    loss_reduction: str = _field(
+        "sequence", '"sequence": token mean per sequence, then batch mean (Eq. 2); "token"'
+    )
     adaswitch_k: float = _field(3.0, "switch when d_i > K * mean of the previous L divergences")
     adaswitch_window: int = _field(10, "L: window length, also the minimum exploration length")
-    adaswitch_floor: float = _field(0.0, "optional absolute floor on the threshold; 0 = the paper's rule")
-    skd_rule: str = _field("top_k", "accept a student token inside the teacher's top-k or top-p set")
+    adaswitch_floor: float = _field(
+        0.0, "optional absolute floor on the threshold; 0 = the paper's rule"
+    )
+    skd_rule: str = _field(
+        "top_k", "accept a student token inside the teacher's top-k or top-p set"
+    )
     skd_top_k: int = _field(25, "SKD paper default")
-    skd_top_p: float = _field(0.5, "AdaSwitch's \"K_skd = 0.5\" read as a nucleus")
-    imitkd_beta_start: float = _field(1.0, "ImitKD: probability of ground truth, decays linearly to 0")
-    teacher_continuation: str = _field("exact", "AdaSwitch after the switch: teacher token by token, or speculative (same distribution)")
-    results_dir: str = _field("results", "records go to <results_dir>/<profile>/runs/<run_id>/", affects_result=False)
+    skd_top_p: float = _field(0.5, 'AdaSwitch\'s "K_skd = 0.5" read as a nucleus')
+    imitkd_beta_start: float = _field(
+        1.0, "ImitKD: probability of ground truth, decays linearly to 0"
+    )
+    teacher_continuation: str = _field(
+        "exact",
+        "AdaSwitch after the switch: teacher token by token, or speculative (same distribution)",
+    )
+    results_dir: str = _field(
+        "results", "records go to <results_dir>/<profile>/runs/<run_id>/", affects_result=False
+    )
 
     def __post_init__(self):
         if not isinstance(self.profile, Profile):
@@ -330,8 +527,11 @@ def plain(obj, result_only: bool = False):
     fields that change no result (paths, logging, which runs are made). The one config-to-JSON path:
     records, run ids and cache keys all use it."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: plain(getattr(obj, f.name), result_only) for f in dataclasses.fields(obj)
-                if not (result_only and f.metadata.get("affects_result", True) is False)}
+        return {
+            f.name: plain(getattr(obj, f.name), result_only)
+            for f in dataclasses.fields(obj)
+            if not (result_only and f.metadata.get("affects_result", True) is False)
+        }
     if isinstance(obj, (tuple, list)):
         return [plain(v, result_only) for v in obj]
     if isinstance(obj, float) and math.isinf(obj):
@@ -346,7 +546,8 @@ def config_hash(obj, length: int = 12) -> str:
 
 
 def run_id(run: RunConfig) -> str:
-    """Readable and unique: `<pair>-<task>-<method>-s<seed>-<hash of every result-changing field>`."""
+    """Readable and unique: `<pair>-<task>-<method>-s<seed>-<hash of every result-changing
+    field>`."""
     return f"{run.pair}-{run.task}-{run.method}-s{run.seed}-{config_hash(run)}"
 
 
@@ -367,8 +568,10 @@ def flat_fields(obj, prefix: str = "") -> dict:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if isinstance(value, TinyShape):
-            out[prefix + f.name] = (f"{value.layers}x{value.hidden} h{value.heads} kv{value.kv_heads} "
-                                    f"ff{value.intermediate}")
+            out[prefix + f.name] = (
+                f"{value.layers}x{value.hidden} h{value.heads} kv{value.kv_heads} "
+                f"ff{value.intermediate}"
+            )
         elif dataclasses.is_dataclass(value):
             out.update(flat_fields(value, f"{prefix}{f.name}."))
         elif isinstance(value, tuple):
@@ -394,8 +597,11 @@ if __name__ == "__main__":
     import textwrap
 
     import pandas as pd
+
     table = pd.DataFrame({name: flat_fields(get_profile(name)) for name in PROFILES})
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
+    with pd.option_context(
+        "display.max_rows", None, "display.width", 200, "display.max_colwidth", 40
+    ):
         print(table.to_string(line_width=160))  # wraps the profiles into blocks a screen wide
     print("\nFields:")
     for name, text in flat_help(Profile).items():

@@ -3,11 +3,13 @@
 Every task yields examples with the same keys: `id`, `task`, `source` (question or dialogue),
 `target` (the training response), and `answer` (GSM tasks; None when a GSM-Plus question has no
 answer) or `references` (summarisation; ROUGE-L takes the best). Real tasks come from the Hugging
-Face Hub or from a local jsonl/json/parquet file with the Hub's columns; offline twins are generated.
+Face Hub or from a local jsonl/json/parquet file with the Hub's columns; offline twins are
+generated.
 
     python -m adaswitch_lib.data gsm8k test --path ../shared/data/gsm8k/test.jsonl
     python -m adaswitch_lib.data synth_summ validation
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,24 +27,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TaskInfo:
-    kind: str                  # "gsm" (accuracy) or "summ" (ROUGE-L)
-    splits: tuple              # splits a user may ask for; "kd" is the KD subset of train
+    kind: str  # "gsm" (accuracy) or "summ" (ROUGE-L)
+    splits: tuple  # splits a user may ask for; "kd" is the KD subset of train
     hub_id: str | None = None
     hub_config: str | None = None
-    twin: str | None = None    # the offline twin of a Hub task
+    twin: str | None = None  # the offline twin of a Hub task
 
 
 TASK_INFO = {
-    "gsm8k": TaskInfo("gsm", ("train", "validation", "kd", "test"), "openai/gsm8k", "main", "synth_gsm"),
+    "gsm8k": TaskInfo(
+        "gsm", ("train", "validation", "kd", "test"), "openai/gsm8k", "main", "synth_gsm"
+    ),
     "gsm_plus": TaskInfo("gsm", ("test",), "qintongli/GSM-Plus", None, "synth_gsm_plus"),
-    "dialogsum": TaskInfo("summ", ("train", "validation", "kd", "test"), "knkarthick/dialogsum", None, "synth_summ"),
+    "dialogsum": TaskInfo(
+        "summ", ("train", "validation", "kd", "test"), "knkarthick/dialogsum", None, "synth_summ"
+    ),
     "synth_gsm": TaskInfo("gsm", ("train", "validation", "kd", "test")),
     "synth_gsm_plus": TaskInfo("gsm", ("test",)),
     "synth_summ": TaskInfo("summ", ("train", "validation", "kd", "test")),
 }
-GSM8K_VALIDATION = 473  # carved from GSM8K train with a fixed seed, following SKD (7,000 train remain)
-ROBUSTNESS_TWIN = {"gsm8k": "gsm_plus", "synth_gsm": "synth_gsm_plus"}  # GSM students are also scored here
-SPLIT_SEED = 1234       # fixed: the split must not change with the run's seed
+GSM8K_VALIDATION = (
+    473  # carved from GSM8K train with a fixed seed, following SKD (7,000 train remain)
+)
+ROBUSTNESS_TWIN = {
+    "gsm8k": "gsm_plus",
+    "synth_gsm": "synth_gsm_plus",
+}  # GSM students are also scored here
+SPLIT_SEED = 1234  # fixed: the split must not change with the run's seed
 
 
 def task_kind(task: str) -> str:
@@ -50,9 +61,17 @@ def task_kind(task: str) -> str:
     return TASK_INFO[task].kind
 
 
-def load_task(task: str, split: str, *, path: str | Path | None = None, synth_config: SynthConfig | None = None,
-              n_kd: int = 1000, kd_seed: int = 0, critical_thinking: str = "exclude",
-              limit: int | None = None) -> list[dict]:
+def load_task(
+    task: str,
+    split: str,
+    *,
+    path: str | Path | None = None,
+    synth_config: SynthConfig | None = None,
+    n_kd: int = 1000,
+    kd_seed: int = 0,
+    critical_thinking: str = "exclude",
+    limit: int | None = None,
+) -> list[dict]:
     """Examples of one split. `path` reads a local file instead of the Hub (for gsm8k train,
     validation and kd: the original train file, which is then carved). `critical_thinking` is the
     GSM-Plus rule for questions without an answer: "exclude" drops them (the count is logged),
@@ -61,10 +80,16 @@ def load_task(task: str, split: str, *, path: str | Path | None = None, synth_co
     info = TASK_INFO[task]
     _check_name(f"split of {task}", split, info.splits)
     if critical_thinking not in ("exclude", "no_number"):
-        raise ValueError(f"critical_thinking = {critical_thinking!r}; valid values: exclude, no_number")
+        raise ValueError(
+            f"critical_thinking = {critical_thinking!r}; valid values: exclude, no_number"
+        )
     if info.hub_id is None:
         cfg = synth_config or SynthConfig()
-        make = {"synth_gsm": synth.synth_gsm, "synth_gsm_plus": synth.synth_gsm_plus, "synth_summ": synth.synth_summ}[task]
+        make = {
+            "synth_gsm": synth.synth_gsm,
+            "synth_gsm_plus": synth.synth_gsm_plus,
+            "synth_summ": synth.synth_summ,
+        }[task]
         examples = make("train" if split == "kd" else split, cfg)
     else:
         examples = _load_real(task, split, path, critical_thinking)
@@ -78,24 +103,39 @@ def _read_rows(task: str, split: str, path) -> list[dict]:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise DataUnavailableError(f"{task}: local file {path} not found; pass path= a jsonl, json or parquet file")
+            raise DataUnavailableError(
+                f"{task}: local file {path} not found; pass path= a jsonl, json or parquet file"
+            )
         import pandas as pd
+
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_json(path, lines=path.suffix == ".jsonl", dtype=False)
         return frame.to_dict("records")
-    hub_split = {"kd": "train", "validation": "train" if task == "gsm8k" else "validation"}.get(split, split)
-    advice = (f"use the offline twin task '{info.twin}' (profiles smoke/cpu), pass path= a local "
-              f"jsonl/json/parquet file with the same columns, or set HF_HUB_OFFLINE=1 to use a cached copy")
+    hub_split = {"kd": "train", "validation": "train" if task == "gsm8k" else "validation"}.get(
+        split, split
+    )
+    advice = (
+        f"use the offline twin task '{info.twin}' (profiles smoke/cpu), pass path= a local "
+        "jsonl/json/parquet file with the same columns, or set HF_HUB_OFFLINE=1 to use a cached "
+        "copy"
+    )
     if hub_unreachable():
-        raise DataUnavailableError(f"cannot load {info.hub_id}: the Hugging Face Hub is unreachable; {advice}")
+        raise DataUnavailableError(
+            f"cannot load {info.hub_id}: the Hugging Face Hub is unreachable; {advice}"
+        )
     try:
         import datasets
+
         return list(datasets.load_dataset(info.hub_id, info.hub_config, split=hub_split))
-    except Exception as error:  # offline cache miss, network drop: all end the same way for the user
-        raise DataUnavailableError(f"cannot load {info.hub_id} ({hub_split}) from the Hugging Face Hub "
-                                   f"({type(error).__name__}: {str(error)[:120]}); {advice}") from None
+    except (
+        Exception
+    ) as error:  # offline cache miss, network drop: all end the same way for the user
+        raise DataUnavailableError(
+            f"cannot load {info.hub_id} ({hub_split}) from the Hugging Face Hub "
+            f"({type(error).__name__}: {str(error)[:120]}); {advice}"
+        ) from None
 
 
 def _load_real(task: str, split: str, path, critical_thinking: str) -> list[dict]:
@@ -106,8 +146,16 @@ def _load_real(task: str, split: str, path, critical_thinking: str) -> list[dict
             random.Random(SPLIT_SEED).shuffle(order)
             keep = order[:GSM8K_VALIDATION] if split == "validation" else order[GSM8K_VALIDATION:]
             rows = [rows[i] for i in sorted(keep)]
-        return [dict(id=f"gsm8k-{split}-{i}", task=task, source=r["question"], target=r["answer"],
-                     answer=str(metrics.extract_answer(r["answer"]))) for i, r in enumerate(rows)]
+        return [
+            dict(
+                id=f"gsm8k-{split}-{i}",
+                task=task,
+                source=r["question"],
+                target=r["answer"],
+                answer=str(metrics.extract_answer(r["answer"])),
+            )
+            for i, r in enumerate(rows)
+        ]
     if task == "gsm_plus":
         out, dropped = [], 0
         for i, r in enumerate(rows):
@@ -115,10 +163,21 @@ def _load_real(task: str, split: str, path, critical_thinking: str) -> list[dict
             if answer is None and critical_thinking == "exclude":
                 dropped += 1
                 continue
-            out.append(dict(id=f"gsm_plus-test-{i}", task=task, source=r["question"], target=r["solution"],
-                            answer=answer, perturbation_type=r["perturbation_type"]))
+            out.append(
+                dict(
+                    id=f"gsm_plus-test-{i}",
+                    task=task,
+                    source=r["question"],
+                    target=r["solution"],
+                    answer=answer,
+                    perturbation_type=r["perturbation_type"],
+                )
+            )
         if dropped:
-            log.info("gsm_plus: excluded %d critical-thinking rows without an answer (rule 'exclude')", dropped)
+            log.info(
+                "gsm_plus: excluded %d critical-thinking rows without an answer (rule 'exclude')",
+                dropped,
+            )
         return out
     return _dialogsum_rows(rows, split)
 
@@ -128,10 +187,21 @@ def _dialogsum_rows(rows: list[dict], split: str) -> list[dict]:
     copy (one row per reference, the dialogue repeated). Both become one example per dialogue."""
     grouped: dict[str, dict] = {}
     for r in rows:
-        refs = [r[k] for k in ("summary", "summary1", "summary2", "summary3") if isinstance(r.get(k), str)]
-        example = grouped.setdefault(r["dialogue"], dict(id=f"dialogsum-{split}-{r.get('fname', r.get('id'))}",
-                                                         task="dialogsum", source=r["dialogue"], references=[],
-                                                         topic=r.get("topic", r.get("topic1"))))
+        refs = [
+            r[k]
+            for k in ("summary", "summary1", "summary2", "summary3")
+            if isinstance(r.get(k), str)
+        ]
+        example = grouped.setdefault(
+            r["dialogue"],
+            dict(
+                id=f"dialogsum-{split}-{r.get('fname', r.get('id'))}",
+                task="dialogsum",
+                source=r["dialogue"],
+                references=[],
+                topic=r.get("topic", r.get("topic1")),
+            ),
+        )
         example["references"].extend(refs)
     out = list(grouped.values())
     for example in out:
@@ -140,8 +210,10 @@ def _dialogsum_rows(rows: list[dict], split: str) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- prompts
-_INSTRUCTION = {"gsm": "Solve the math problem step by step. End with '#### ' and the final answer.",
-                "summ": "Summarize the following dialogue."}
+_INSTRUCTION = {
+    "gsm": "Solve the math problem step by step. End with '#### ' and the final answer.",
+    "summ": "Summarize the following dialogue.",
+}
 
 
 def format_prompt(example: dict, style: str = "plain", tokenizer=None) -> str:
@@ -154,10 +226,13 @@ def format_prompt(example: dict, style: str = "plain", tokenizer=None) -> str:
         return f"{_INSTRUCTION['summ']}\n{example['source']}\nSummary:"
     if style == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("style='chat' needs a tokenizer with a chat template (an -Instruct model)")
+            raise ValueError(
+                "style='chat' needs a tokenizer with a chat template (an -Instruct model)"
+            )
         message = f"{_INSTRUCTION[kind]}\n\n{example['source']}"
-        return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
     raise ValueError(f"unknown prompt style {style!r}; valid: plain, chat")
 
 
@@ -167,17 +242,24 @@ def format_completion(example: dict, style: str = "plain") -> str:
 
 
 def score(task: str, predictions: list[str], examples: list[dict]) -> float:
-    """The task's metric x 100: accuracy for GSM tasks, ROUGE-L (best reference) for summarisation."""
+    """The task's metric x 100: accuracy for GSM tasks, ROUGE-L (best reference) for
+    summarisation."""
     if task_kind(task) == "gsm":
         return metrics.gsm_accuracy(predictions, [e["answer"] for e in examples])
     return metrics.mean_rouge_l(predictions, [e["references"] for e in examples])
 
 
-# ---------------------------------------------------------------------------- a profile's splits, as token ids
+# ---------------------------------------------------------------------------- a profile's splits,
+# as token ids
 def load_profile_task(profile: Profile, task: str, split: str) -> list[dict]:
     """A split as this profile uses it (synthetic sizes, KD budget, GSM-Plus rule, eval cap)."""
-    examples = load_task(task, split, synth_config=profile.synth, n_kd=profile.n_kd,
-                         critical_thinking=profile.gsm_plus_critical_thinking)
+    examples = load_task(
+        task,
+        split,
+        synth_config=profile.synth,
+        n_kd=profile.n_kd,
+        critical_thinking=profile.gsm_plus_critical_thinking,
+    )
     if split == "test" and profile.max_eval_examples:
         examples = examples[: profile.max_eval_examples]
     return examples
@@ -190,24 +272,32 @@ def token_limits(profile: Profile, task: str) -> tuple[int, int]:
     return profile.max_prompt_tokens_summ, profile.max_new_tokens_summ
 
 
-def tokenize_prompts(tokenizer, examples, max_prompt_tokens: int, style: str = "plain") -> list[list[int]]:
-    """Prompt token ids, BOS first when the tokenizer has one, keeping the last max_prompt_tokens."""
+def tokenize_prompts(
+    tokenizer, examples, max_prompt_tokens: int, style: str = "plain"
+) -> list[list[int]]:
+    """Prompt token ids, BOS first when the tokenizer has one, keeping the last
+    max_prompt_tokens."""
     out = []
     for example in examples:
-        ids = tokenizer(format_prompt(example, style, tokenizer), add_special_tokens=False)["input_ids"]
+        ids = tokenizer(format_prompt(example, style, tokenizer), add_special_tokens=False)[
+            "input_ids"
+        ]
         if tokenizer.bos_token_id is not None and style == "plain":
             ids = [tokenizer.bos_token_id] + ids
         out.append(ids[-max_prompt_tokens:])
     return out
 
 
-def tokenize_pairs(tokenizer, examples, max_prompt_tokens: int, max_new_tokens: int,
-                   style: str = "plain") -> list[tuple[list[int], list[int]]]:
+def tokenize_pairs(
+    tokenizer, examples, max_prompt_tokens: int, max_new_tokens: int, style: str = "plain"
+) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, response ids + EOS) per example; the response is cut to max_new_tokens."""
     prompts = tokenize_prompts(tokenizer, examples, max_prompt_tokens, style)
     out = []
     for prompt, example in zip(prompts, examples):
-        response = tokenizer(format_completion(example, style), add_special_tokens=False)["input_ids"]
+        response = tokenizer(format_completion(example, style), add_special_tokens=False)[
+            "input_ids"
+        ]
         out.append((prompt, response[: max_new_tokens - 1] + [tokenizer.eos_token_id]))
     return out
 
@@ -215,13 +305,14 @@ def tokenize_pairs(tokenizer, examples, max_prompt_tokens: int, max_new_tokens: 
 def left_pad(prompts: list[list[int]], pad_token_id: int = 0, device=None):
     """Token lists -> (ids, attention mask) tensors, left-padded to the longest prompt."""
     import torch  # here, not at the top: reading and printing tasks needs no torch
+
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
     mask = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
     for row, prompt in enumerate(prompts):
         if prompt:
-            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt):] = 1
+            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
     return ids, mask
 
 
@@ -240,6 +331,7 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     from adaswitch_lib.errors import KitError
+
     try:
         main()
     except KitError as error:

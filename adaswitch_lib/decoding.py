@@ -4,6 +4,7 @@ different amounts, and the per-row bookkeeping of a rollout.
 
     python -m adaswitch_lib.sampler      # the samplers that use them, on tiny random models
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,33 +15,45 @@ from transformers import DynamicCache
 from adaswitch_lib.config import CONTINUATIONS, DIVERGENCES, SKD_RULES, _check_name, _check_range
 from adaswitch_lib.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class SamplerConfig:
     max_new_tokens: int = 64
-    student_temperature: float = 0.5   # paper §3.3; 0 = greedy
+    student_temperature: float = 0.5  # paper §3.3; 0 = greedy
     student_top_p: float = 0.5
     teacher_temperature: float = 0.2
     teacher_top_p: float = 0.5
-    adaswitch_k: float = 3.0           # K: switch when d_i > K * mean(d_{i-L} .. d_{i-1})
-    adaswitch_window: int = 10         # L
-    adaswitch_floor: float = 0.0       # optional absolute floor on d_i; 0 = the paper's rule
-    divergence: str = "forward_kl"     # D in the switch rule, at temperature 1
+    adaswitch_k: float = 3.0  # K: switch when d_i > K * mean(d_{i-L} .. d_{i-1})
+    adaswitch_window: int = 10  # L
+    adaswitch_floor: float = 0.0  # optional absolute floor on d_i; 0 = the paper's rule
+    divergence: str = "forward_kl"  # D in the switch rule, at temperature 1
     jsd_beta: float = 0.5
     skew_alpha: float = 0.1
-    skd_rule: str = "top_k"            # keep a student token inside the teacher's top-k ("top_k") or nucleus ("top_p")
+    skd_rule: str = (
+        "top_k"  # keep a student token inside the teacher's top-k ("top_k") or nucleus ("top_p")
+    )
     skd_top_k: int = 25
     skd_top_p: float = 0.5
-    draft_chunk: int = 8               # gamma: first draft length per teacher pass (then adapts, up to 2x)
-    verify_cost: float = 3.0           # a teacher pass's fixed cost, in draft steps (a student step plus the teacher's
-                                       # per-token share); with the acceptance rate it sets gamma. ~3 for the cpu pair
-                                       # on CPU, ~1 where both models' steps are launch-bound (GPU)
-    teacher_continuation: str = "exact"  # a switched AdaSwitch row: "exact" (teacher token by token) or "speculative"
-                                       # (student drafts, min(1, p/q) acceptance: the teacher's distribution)
-    continuation_draft: str = "teacher_warp"  # q for that: the student at the teacher's temperature/top-p, or "student_warp"
-    keep_teacher_logits: bool = False  # return the teacher's response logits (skd/adaswitch) for the loss
+    draft_chunk: int = 8  # gamma: first draft length per teacher pass (then adapts, up to 2x)
+    verify_cost: float = (
+        3.0  # a teacher pass's fixed cost, in draft steps (a student step plus the teacher's
+    )
+    # per-token share); with the acceptance rate it sets gamma. ~3 for the cpu pair
+    # on CPU, ~1 where both models' steps are launch-bound (GPU)
+    teacher_continuation: str = (
+        "exact"  # a switched AdaSwitch row: "exact" (teacher token by token) or "speculative"
+    )
+    # (student drafts, min(1, p/q) acceptance: the teacher's distribution)
+    # q for that: the student at the teacher's temperature/top-p, or "student_warp"
+    continuation_draft: str = "teacher_warp"
+    keep_teacher_logits: bool = (
+        False  # return the teacher's response logits (skd/adaswitch) for the loss
+    )
     eos_token_id: int | None = None
     pad_token_id: int = 0
-    vocab_size: int | None = None      # the tokenizer's length; logits past it (padding rows) are dropped
+    vocab_size: int | None = (
+        None  # the tokenizer's length; logits past it (padding rows) are dropped
+    )
 
     def __post_init__(self):
         _check_range("max_new_tokens", self.max_new_tokens, low=1)
@@ -61,42 +74,57 @@ class SamplerConfig:
 
 @dataclass
 class Targets:
-    sequences: torch.Tensor        # [B, P + N]: left-padded prompt, then the response (pad after EOS)
-    attention_mask: torch.Tensor   # [B, P + N]
-    response_mask: torch.Tensor    # [B, N]: 1 on response tokens up to and including EOS
-    prompt_length: int             # P
+    sequences: torch.Tensor  # [B, P + N]: left-padded prompt, then the response (pad after EOS)
+    attention_mask: torch.Tensor  # [B, P + N]
+    response_mask: torch.Tensor  # [B, N]: 1 on response tokens up to and including EOS
+    prompt_length: int  # P
     stats: dict = field(default_factory=dict)  # per-sequence tensors [B]
     teacher_logits: torch.Tensor | None = None  # [B, N, V] when kept
 
     @property
     def responses(self) -> torch.Tensor:
-        return self.sequences[:, self.prompt_length:]
+        return self.sequences[:, self.prompt_length :]
 
     def select(self, rows: torch.Tensor) -> "Targets":
         """These rows alone, without the columns of padding they all share (leading prompt padding,
-        trailing response padding). Every kept position scores as before: causal attention never sees
+        trailing response padding). Every kept position scores as before: causal attention never
+        sees
         the trailing columns and the mask hides the leading ones."""
-        attended = self.attention_mask[rows, :self.prompt_length].any(0)
+        attended = self.attention_mask[rows, : self.prompt_length].any(0)
         cut = int(attended.int().argmax()) if bool(attended.any()) else 0
         written = self.response_mask[rows].any(0).nonzero()
         width = int(written.max()) + 1 if len(written) else 1
         keep = slice(cut, self.prompt_length + width)
         batch = self.sequences.shape[0]
-        stats = {k: v[rows] for k, v in self.stats.items() if torch.is_tensor(v) and v.dim() and len(v) == batch}
+        stats = {
+            k: v[rows]
+            for k, v in self.stats.items()
+            if torch.is_tensor(v) and v.dim() and len(v) == batch
+        }
         logits = None if self.teacher_logits is None else self.teacher_logits[rows, :width]
-        return Targets(self.sequences[rows, keep], self.attention_mask[rows, keep], self.response_mask[rows, :width],
-                       self.prompt_length - cut, stats, logits)
+        return Targets(
+            self.sequences[rows, keep],
+            self.attention_mask[rows, keep],
+            self.response_mask[rows, :width],
+            self.prompt_length - cut,
+            stats,
+            logits,
+        )
 
 
 def length_groups(targets: Targets, groups: int) -> list[Targets]:
-    """The batch as `groups` parts of rows of similar length (prompt + response), each trimmed of the
+    """The batch as `groups` parts of rows of similar length (prompt + response), each trimmed of
+    the
     padding its rows share. A loss summed over the parts with the whole batch's normaliser
     (`position_weights(total_rows=, total_tokens=)`) equals the whole batch's up to rounding, while
-    less padding is computed: a cpu KD batch of 16 is ~27 % padding. groups <= 1: the batch itself."""
+    less padding is computed: a cpu KD batch of 16 is ~27 % padding. groups <= 1: the batch
+    itself."""
     rows = targets.sequences.shape[0]
     if groups <= 1 or rows < 2:
         return [targets]
-    lengths = targets.attention_mask[:, :targets.prompt_length].sum(-1) + targets.response_mask.sum(-1)
+    lengths = targets.attention_mask[:, : targets.prompt_length].sum(
+        -1
+    ) + targets.response_mask.sum(-1)
     order = torch.argsort(lengths, stable=True)
     return [targets.select(part) for part in order.chunk(min(groups, rows))]
 
@@ -106,27 +134,37 @@ def shared_vocab_size(student, teacher, tokenizer_size: int | None = None) -> in
     0.5B-3B: 151,936; 7B+: 152,064): then logits are sliced to the tokenizer's length."""
     s, t = student.config.vocab_size, teacher.config.vocab_size
     if tokenizer_size is None and s != t:
-        raise ConfigError(f"teacher vocabulary ({t}) and student vocabulary ({s}) differ; pass the shared "
-                          f"tokenizer's length if they differ only by padding rows")
+        raise ConfigError(
+            f"teacher vocabulary ({t}) and student vocabulary ({s}) differ; pass the shared "
+            f"tokenizer's length if they differ only by padding rows"
+        )
     size = tokenizer_size or s
     if size > min(s, t):
-        raise ConfigError(f"teacher vocabulary ({t}) and student vocabulary ({s}) cannot both hold the "
-                          f"tokenizer's {size} tokens: the models do not share a vocabulary")
+        raise ConfigError(
+            f"teacher vocabulary ({t}) and student vocabulary ({s}) cannot both hold the "
+            f"tokenizer's {size} tokens: the models do not share a vocabulary"
+        )
     return size
 
 
-def _sample(probs: torch.Tensor, uniform: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-    """Inverse CDF: the token whose cumulative (unnormalised) probability first reaches u * total."""
+def _sample(
+    probs: torch.Tensor, uniform: torch.Tensor, order: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Inverse CDF: the token whose cumulative (unnormalised) probability first reaches u *
+    total."""
     cdf = probs.cumsum(-1)
-    index = torch.searchsorted(cdf, (uniform.to(cdf) * cdf[..., -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
+    index = torch.searchsorted(cdf, (uniform.to(cdf) * cdf[..., -1]).unsqueeze(-1)).clamp(
+        max=cdf.shape[-1] - 1
+    )
     return (index if order is None else order.gather(-1, index)).squeeze(-1)
 
 
-def _top_p_ranked(probs: torch.Tensor, top_p: float, first: int = 32):
+def top_p_nucleus(probs: torch.Tensor, top_p: float, first: int = 32):
     """The nucleus over probabilities [..., V]: the top-k probabilities in descending order, their
     token ids and which of them are inside. k starts small and doubles until the top k hold top_p of
     the mass in every row (then the nucleus is inside them, as over a full sort): a top-k costs a
-    fraction of a full sort (5x at V = 542, 60x at V = 151,936 on CPU) and warped nuclei are small."""
+    fraction of a full sort (5x at V = 542, 60x at V = 151,936 on CPU) and warped nuclei are
+    small."""
     k = min(first, probs.shape[-1])
     while True:
         ranked, order = probs.topk(k, dim=-1)
@@ -137,26 +175,32 @@ def _top_p_ranked(probs: torch.Tensor, top_p: float, first: int = 32):
         k = min(2 * k, probs.shape[-1])
 
 
-def sample_from_logits(logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor) -> torch.Tensor:
+def sample_from_logits(
+    logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor
+) -> torch.Tensor:
     """One token per row by inverse CDF over the temperature/top-p distribution, driven by the given
-    uniform numbers [B] (so two samplers given the same numbers draw the same tokens). T=0: greedy."""
+    uniform numbers [B] (so two samplers given the same numbers draw the same tokens). T=0:
+    greedy."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     order = None
-    if top_p < 1:  # keep the smallest prefix (by probability) whose mass reaches top_p, at least one token
-        ranked, order, inside = _top_p_ranked(probs, top_p)
+    if (
+        top_p < 1
+    ):  # keep the smallest prefix (by probability) whose mass reaches top_p, at least one token
+        ranked, order, inside = top_p_nucleus(probs, top_p)
         probs = ranked * inside
     return _sample(probs, uniform, order)
 
 
 def warped_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """The distribution `sample_from_logits` draws from, normalised, in vocabulary order [..., V]."""
+    """The distribution `sample_from_logits` draws from, normalised, in vocabulary order [...,
+    V]."""
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1:
-        ranked, order, inside = _top_p_ranked(probs, top_p)
+        ranked, order, inside = top_p_nucleus(probs, top_p)
         probs = torch.zeros_like(probs).scatter(-1, order, ranked * inside)
     return probs / probs.sum(-1, keepdim=True)
 
@@ -166,22 +210,12 @@ def sample_from_probs(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tenso
     return _sample(probs, uniform)
 
 
-def in_acceptance_set(teacher_logits, tokens, cfg: SamplerConfig) -> torch.Tensor:
-    """SKD: is each student token inside the teacher's top-k, or its top-p nucleus (at the teacher's
-    sampling temperature, as the official SKD code warps before testing)? Shapes [...] and [..., V]."""
-    if cfg.skd_rule == "top_k":
-        k = min(cfg.skd_top_k, teacher_logits.shape[-1])
-        return (teacher_logits.topk(k, dim=-1).indices == tokens[..., None]).any(-1)
-    probs = torch.softmax(teacher_logits.float() / (cfg.teacher_temperature or 1.0), dim=-1)
-    _, order, inside = _top_p_ranked(probs, cfg.skd_top_p)
-    return (inside & (order == tokens[..., None])).any(-1)
-
-
 class Decoder:
     """One model's KV cache over a left-padded batch. Position ids come from the attention mask (a
     hand-written loop must supply them, `generate` would derive them itself). Rows may advance by
     different amounts: a round feeds the same number of slots to every row, then `settle` keeps
-    each row's first `valid` slots and masks the rest out (the cache keeps them; attention skips them)."""
+    each row's first `valid` slots and masks the rest out (the cache keeps them; attention skips
+    them)."""
 
     def __init__(self, model, ids, mask, vocab: int, max_new_tokens: int):
         self.model, self.vocab, self.cache = model, vocab, DynamicCache()
@@ -190,20 +224,34 @@ class Decoder:
         self.width = mask.shape[1]
         self.next_position = mask.sum(-1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=self.cache,
-                    use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         self.next_logits = out.logits[:, -1, :vocab]
 
     def feed(self, tokens: torch.Tensor, all_logits: bool = False) -> torch.Tensor:
         """Append tokens [B, k]; return their logits [B, k, V] (only the last unless all_logits)."""
         k = tokens.shape[1]
         if self.width + k > self.mask.shape[1]:  # wasted draft slots used the room up: grow it
-            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], self.mask.shape[1])], dim=1)
-        self.mask[:, self.width: self.width + k] = 1
+            self.mask = torch.cat(
+                [self.mask, self.mask.new_ones(self.mask.shape[0], self.mask.shape[1])], dim=1
+            )
+        self.mask[:, self.width : self.width + k] = 1
         self.width += k
         positions = self.next_position[:, None] + torch.arange(k, device=tokens.device)
-        out = self.model(input_ids=tokens, attention_mask=self.mask[:, : self.width], position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1)
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=self.mask[:, : self.width],
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=0 if all_logits else 1,
+        )
         self.next_position = self.next_position + k
         logits = out.logits[..., : self.vocab]
         self.next_logits = logits[:, -1]
@@ -213,14 +261,19 @@ class Decoder:
         """Hold only the rows `index` (of those held now): a finished row's steps cost compute and
         write nothing."""
         self.cache.batch_select_indices(index)
-        self.mask, self.next_position, self.next_logits = self.mask[index], self.next_position[index], self.next_logits[index]
+        self.mask, self.next_position, self.next_logits = (
+            self.mask[index],
+            self.next_position[index],
+            self.next_logits[index],
+        )
 
     def settle(self, fed: int, valid: torch.Tensor) -> None:
         """Of the last `fed` slots keep each row's first valid[b]; the others no longer exist."""
         if fed:
             keep = torch.arange(fed, device=valid.device) < valid[:, None]
-            self.mask[:, self.width - fed: self.width] = keep.to(self.mask.dtype)
+            self.mask[:, self.width - fed : self.width] = keep.to(self.mask.dtype)
             self.next_position = self.next_position - fed + valid
+
 
 class Rollout:
     """Per-row bookkeeping shared by the samplers: tokens, finished rows, divergences, switches."""
@@ -231,60 +284,76 @@ class Rollout:
         self.tokens = torch.full((batch, n), cfg.pad_token_id, dtype=torch.long, device=device)
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.d = torch.full((batch, n), float("nan"), device=device)
-        self.switch_at = torch.full((batch,), -1, dtype=torch.long, device=device)  # 0-based; i = switch_at + 1
+        self.switch_at = torch.full(
+            (batch,), -1, dtype=torch.long, device=device
+        )  # 0-based; i = switch_at + 1
         self.d_at_switch = torch.full((batch,), float("nan"), device=device)
         self.mean_at_switch = torch.full((batch,), float("nan"), device=device)
         self.replaced = torch.zeros(batch, dtype=torch.long, device=device)
         self.keep_logits = bool(keep_logits_vocab)
         self.teacher_logits = None  # [B, N, V] in the model's dtype, allocated at the first write
-        self.continuation = None    # speculative continuation: (drafts verified, drafts accepted) per row
+        self.continuation = (
+            None  # speculative continuation: (drafts verified, drafts accepted) per row
+        )
 
     def switch(self, rows: torch.Tensor, j: int, d_j: torch.Tensor, mean_j: torch.Tensor) -> None:
         self.switch_at = torch.where(rows, j, self.switch_at)
         self.d_at_switch = torch.where(rows, d_j, self.d_at_switch)
         self.mean_at_switch = torch.where(rows, mean_j, self.mean_at_switch)
 
-    def fires_at(self, d_new: torch.Tensor, position: torch.Tensor, rows: torch.Tensor):
-        """The switch rule where each row b is at its own response position: d_new [B, g] holds d at
-        positions position[b] + k. Returns (fire [B, g], window mean [B, g])."""
-        cfg, g = self.cfg, d_new.shape[1]
-        index = position[:, None] + torch.arange(g, device=d_new.device)
-        history = torch.nn.functional.pad(self.d.nan_to_num(0.0), (0, g)).scatter(1, index, d_new)
-        sums = torch.nn.functional.pad(history.cumsum(-1), (1, 0))
-        mean = (sums.gather(1, index) - sums.gather(1, (index - cfg.adaswitch_window).clamp(min=0))) / cfg.adaswitch_window
-        fire = rows & (index >= cfg.adaswitch_window) & (d_new > cfg.adaswitch_k * mean) & (d_new > cfg.adaswitch_floor)
-        return fire, mean
-
-    def put(self, buffer: torch.Tensor, values: torch.Tensor, position: torch.Tensor, count: torch.Tensor) -> None:
-        """buffer[b, position[b] + k] = values[b, k] for k < count[b] (in place; other cells untouched)."""
+    def put(
+        self,
+        buffer: torch.Tensor,
+        values: torch.Tensor,
+        position: torch.Tensor,
+        count: torch.Tensor,
+    ) -> None:
+        """buffer[b, position[b] + k] = values[b, k] for k < count[b] (in place; other cells
+        untouched)."""
         g = values.shape[1]
         k = torch.arange(g, device=values.device)
         written = k < count[:, None]
-        index = torch.where(written, position[:, None] + k, buffer.shape[1] + k)  # unwritten -> scratch columns
-        wide = torch.cat([buffer, buffer.new_zeros(buffer.shape[0], g)], 1).scatter(1, index, values.to(buffer.dtype))
+        index = torch.where(
+            written, position[:, None] + k, buffer.shape[1] + k
+        )  # unwritten -> scratch columns
+        wide = torch.cat([buffer, buffer.new_zeros(buffer.shape[0], g)], 1).scatter(
+            1, index, values.to(buffer.dtype)
+        )
         buffer.copy_(wide[:, : buffer.shape[1]])
 
-    def write(self, tokens: torch.Tensor, count: torch.Tensor, position: torch.Tensor,
-              teacher_logits: torch.Tensor | None = None) -> None:
-        """Row b writes tokens[b, :count[b]] at response positions position[b]...; it finishes at EOS."""
+    def write(
+        self,
+        tokens: torch.Tensor,
+        count: torch.Tensor,
+        position: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> None:
+        """Row b writes tokens[b, :count[b]] at response positions position[b]...; it finishes at
+        EOS."""
         self.put(self.tokens, tokens, position, count)
         written = torch.arange(tokens.shape[1], device=tokens.device) < count[:, None]
         if self.keep_logits and teacher_logits is not None:
             if self.teacher_logits is None:
-                self.teacher_logits = teacher_logits.new_zeros(tokens.shape[0], self.cfg.max_new_tokens, teacher_logits.shape[-1])
+                self.teacher_logits = teacher_logits.new_zeros(
+                    tokens.shape[0], self.cfg.max_new_tokens, teacher_logits.shape[-1]
+                )
             rows, k = written.nonzero(as_tuple=True)
             self.teacher_logits[rows, position[rows] + k] = teacher_logits[rows, k]
         if self.cfg.eos_token_id is not None:
             self.finished |= (written & (tokens == self.cfg.eos_token_id)).any(-1)
         self.length = max(self.length, int((position + count).max()))
 
-    def append(self, y: torch.Tensor, j: int, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    def append(
+        self, y: torch.Tensor, j: int, teacher_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Write position j (pad for finished rows); return the tokens written."""
         y = torch.where(self.finished, self.cfg.pad_token_id, y)
         self.tokens[:, j] = y
         if self.keep_logits and teacher_logits is not None:
             if self.teacher_logits is None:
-                self.teacher_logits = teacher_logits.new_zeros(y.shape[0], self.cfg.max_new_tokens, teacher_logits.shape[-1])
+                self.teacher_logits = teacher_logits.new_zeros(
+                    y.shape[0], self.cfg.max_new_tokens, teacher_logits.shape[-1]
+                )
             self.teacher_logits[:, j] = teacher_logits
         if self.cfg.eos_token_id is not None:
             self.finished = self.finished | (y == self.cfg.eos_token_id)
@@ -303,17 +372,32 @@ class Rollout:
         stats = dict(response_length=lengths)
         if method.startswith("adaswitch"):
             student_tokens = torch.where(switched, self.switch_at, lengths)
-            stats.update(switched=switched, switch_index=torch.where(switched, self.switch_at + 1, -1),
-                         relative_switch_position=torch.where(switched, self.switch_at / lengths.clamp(min=1), float("nan")),
-                         student_token_share=student_tokens / lengths.clamp(min=1),
-                         teacher_tokens=lengths - student_tokens, d_at_switch=self.d_at_switch,
-                         window_mean_at_switch=self.mean_at_switch)
+            stats.update(
+                switched=switched,
+                switch_index=torch.where(switched, self.switch_at + 1, -1),
+                relative_switch_position=torch.where(
+                    switched, self.switch_at / lengths.clamp(min=1), float("nan")
+                ),
+                student_token_share=student_tokens / lengths.clamp(min=1),
+                teacher_tokens=lengths - student_tokens,
+                d_at_switch=self.d_at_switch,
+                window_mean_at_switch=self.mean_at_switch,
+            )
         if self.continuation is not None:
-            stats.update(continuation_drafted=self.continuation[0], continuation_accepted=self.continuation[1])
+            stats.update(
+                continuation_drafted=self.continuation[0],
+                continuation_accepted=self.continuation[1],
+            )
         if method.startswith("skd"):
-            stats.update(replaced_tokens=self.replaced, replaced_rate=self.replaced / lengths.clamp(min=1))
+            stats.update(
+                replaced_tokens=self.replaced, replaced_rate=self.replaced / lengths.clamp(min=1)
+            )
         logits = self.teacher_logits[:, :n] if self.teacher_logits is not None else None
-        return Targets(torch.cat([ids, tokens], 1), torch.cat([mask, response_mask], 1), response_mask,
-                       ids.shape[1], stats, logits)
-
-
+        return Targets(
+            torch.cat([ids, tokens], 1),
+            torch.cat([mask, response_mask], 1),
+            response_mask,
+            ids.shape[1],
+            stats,
+            logits,
+        )

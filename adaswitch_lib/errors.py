@@ -20,6 +20,7 @@ def hub_unreachable(timeout: float = 3.0) -> bool:
     instead of a wall of retries. With HF_HUB_OFFLINE=1 the libraries read their local cache."""
     import os
     import socket
+
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
     try:

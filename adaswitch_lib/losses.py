@@ -11,6 +11,7 @@ vocabulary at batch 4 x 512 positions fits in a laptop's memory.
 
     python -m adaswitch_lib.losses          # prints each divergence on a hand-made pair
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,13 @@ def _log_mix(log_a: torch.Tensor, log_b: torch.Tensor, weight: float) -> torch.T
     return torch.logaddexp(log_a + math.log(weight), log_b + math.log1p(-weight))
 
 
-def divergence_from_logprobs(student_logp: torch.Tensor, teacher_logp: torch.Tensor, divergence: str = "forward_kl",
-                             beta: float = 0.5, alpha: float = 0.1) -> torch.Tensor:
+def divergence_from_logprobs(
+    student_logp: torch.Tensor,
+    teacher_logp: torch.Tensor,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 0.1,
+) -> torch.Tensor:
     """D(p_T || p_S) per position from log-probabilities [..., vocab] -> [...]."""
     s, t = student_logp, teacher_logp
     if divergence == "forward_kl" or (divergence == "jsd" and beta == 0):
@@ -56,28 +62,55 @@ def divergence_from_logprobs(student_logp: torch.Tensor, teacher_logp: torch.Ten
     raise ValueError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
 
 
-def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, divergence: str = "forward_kl",
-                     beta: float = 0.5, alpha: float = 0.1, temperature: float = 1.0) -> torch.Tensor:
+def token_divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """D per position from logits [..., vocab] -> [...] in fp32 (differentiable, not chunked)."""
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ in shape; slice both to the shared vocabulary")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape; slice both to the shared vocabulary"
+        )
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     return divergence_from_logprobs(s, t, divergence, beta, alpha)
 
 
 @torch.no_grad()
-def position_divergence(student_logits, teacher_logits, divergence="forward_kl", beta=0.5, alpha=0.1,
-                        chunk_size: int = 128) -> torch.Tensor:
-    """d_i for every position [batch, positions] without gradient, chunked (the sampler's signal)."""
-    out = [token_divergence(student_logits[:, i:i + chunk_size], teacher_logits[:, i:i + chunk_size],
-                            divergence, beta, alpha) for i in range(0, student_logits.shape[1], chunk_size)]
+def position_divergence(
+    student_logits,
+    teacher_logits,
+    divergence="forward_kl",
+    beta=0.5,
+    alpha=0.1,
+    chunk_size: int = 128,
+) -> torch.Tensor:
+    """d_i for every position [batch, positions] without gradient, chunked (the sampler's
+    signal)."""
+    out = [
+        token_divergence(
+            student_logits[:, i : i + chunk_size],
+            teacher_logits[:, i : i + chunk_size],
+            divergence,
+            beta,
+            alpha,
+        )
+        for i in range(0, student_logits.shape[1], chunk_size)
+    ]
     return torch.cat(out, dim=1)
 
 
-def position_weights(mask: torch.Tensor, reduction: str = "sequence", total_rows: int | None = None,
-                     total_tokens: int | None = None) -> torch.Tensor:
+def position_weights(
+    mask: torch.Tensor,
+    reduction: str = "sequence",
+    total_rows: int | None = None,
+    total_tokens: int | None = None,
+) -> torch.Tensor:
     """Weights w with loss = sum(w * d). "sequence": token mean per sequence, then batch mean
     (paper Eq. 2); "token": one mean over every unmasked token of the batch. Empty rows weigh 0.
     `total_rows` / `total_tokens` give the normaliser of a larger batch this mask is one part of
@@ -96,20 +129,39 @@ class _ChunkedWeightedDivergence(torch.autograd.Function):
     computed at once, so only one fp32 chunk is ever alive (the idea of Liger's fused losses)."""
 
     @staticmethod
-    def forward(ctx, student_logits, teacher_logits, weights, divergence, beta, alpha, temperature, chunk_size):
+    def forward(
+        ctx,
+        student_logits,
+        teacher_logits,
+        weights,
+        divergence,
+        beta,
+        alpha,
+        temperature,
+        chunk_size,
+    ):
         needs_grad = ctx.needs_input_grad[0]
         grad = torch.zeros_like(student_logits) if needs_grad else None
         total = torch.zeros((), dtype=torch.float32, device=student_logits.device)
         for i in range(0, student_logits.shape[1], chunk_size):
-            w = weights[:, i:i + chunk_size]
+            w = weights[:, i : i + chunk_size]
             if not bool((w != 0).any()):
                 continue
             with torch.enable_grad():
-                chunk = student_logits[:, i:i + chunk_size].detach().requires_grad_(needs_grad)
-                value = (w * token_divergence(chunk, teacher_logits[:, i:i + chunk_size], divergence, beta, alpha,
-                                              temperature)).sum()
+                chunk = student_logits[:, i : i + chunk_size].detach().requires_grad_(needs_grad)
+                value = (
+                    w
+                    * token_divergence(
+                        chunk,
+                        teacher_logits[:, i : i + chunk_size],
+                        divergence,
+                        beta,
+                        alpha,
+                        temperature,
+                    )
+                ).sum()
             if needs_grad:
-                grad[:, i:i + chunk_size] = torch.autograd.grad(value, chunk)[0].to(grad.dtype)
+                grad[:, i : i + chunk_size] = torch.autograd.grad(value, chunk)[0].to(grad.dtype)
             total += value.detach()
         ctx.save_for_backward(grad)
         return total
@@ -117,14 +169,23 @@ class _ChunkedWeightedDivergence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        # in place: no second vocabulary-sized buffer (the graph is not meant to be run backward twice)
+        # in place: no second vocabulary-sized buffer (the graph is not meant to be run backward
+        # twice)
         return grad.mul_(grad_output.to(grad.dtype)), None, None, None, None, None, None, None
 
 
-def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
-                 divergence: str = "forward_kl", reduction: str = "sequence", beta: float = 0.5,
-                 alpha: float = 0.1, temperature: float = 1.0, chunk_size: int | None = 32,
-                 weights: torch.Tensor | None = None) -> torch.Tensor:
+def distill_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    divergence: str = "forward_kl",
+    reduction: str = "sequence",
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    chunk_size: int | None = 32,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The distillation loss over response positions: logits [batch, positions, vocab], mask
     [batch, positions] (1 on response tokens, EOS included). Gradients flow to the student only.
     `weights` [batch, positions] replace the mask's own normalisation (gradient accumulation counts
@@ -134,15 +195,26 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mas
     weights = position_weights(mask, reduction) if weights is None else weights
     teacher_logits = teacher_logits.detach()
     if chunk_size is None:
-        return (weights * token_divergence(student_logits, teacher_logits, divergence, beta, alpha, temperature)).sum()
-    return _ChunkedWeightedDivergence.apply(student_logits, teacher_logits, weights, divergence, beta, alpha,
-                                            temperature, chunk_size)
+        return (
+            weights
+            * token_divergence(student_logits, teacher_logits, divergence, beta, alpha, temperature)
+        ).sum()
+    return _ChunkedWeightedDivergence.apply(
+        student_logits, teacher_logits, weights, divergence, beta, alpha, temperature, chunk_size
+    )
 
 
-def nll_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, reduction: str = "sequence",
-             weights: torch.Tensor | None = None) -> torch.Tensor:
+def nll_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    reduction: str = "sequence",
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Negative log-likelihood of `labels` [batch, positions] under logits (SFT and SeqKD)."""
-    nll = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    nll = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view(
+        labels.shape
+    )
     return ((position_weights(mask, reduction) if weights is None else weights) * nll).sum()
 
 

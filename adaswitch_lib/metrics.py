@@ -1,7 +1,8 @@
 """Task metrics: GSM final-answer accuracy and ROUGE-L, both on a 0-100 scale.
 
-    python -m adaswitch_lib.metrics "so she has 1,234 left. #### 1,234"    # prints the extracted answer
+python -m adaswitch_lib.metrics "so she has 1,234 left. #### 1,234"    # prints the extracted answer
 """
+
 from __future__ import annotations
 
 import re
@@ -10,7 +11,8 @@ from fractions import Fraction
 from functools import lru_cache
 
 # A number as GSM solutions (and models) write it: a sign before or after a dollar sign ("-$5",
-# "$-5"), thousands commas, a decimal part, a decimal without its leading zero (".5"), or a fraction.
+# "$-5"), thousands commas, a decimal part, a decimal without its leading zero (".5"), or a
+# fraction.
 _NUMBER = re.compile(r"(?:-\$?|\$-?)?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d[\d,]*)?")
 
 
@@ -36,7 +38,8 @@ def extract_answer(text: str) -> Fraction | None:
 
 
 def names_no_number(text: str) -> bool:
-    """True when a response gives no final number (the right reply to a question lacking a premise)."""
+    """True when a response gives no final number (the right reply to a question lacking a
+    premise)."""
     return extract_answer(text) is None
 
 
@@ -61,6 +64,7 @@ def gsm_accuracy(predictions: list[str], answers: list[str | None]) -> float:
 @lru_cache(maxsize=1)
 def _rouge_scorer():
     from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 

@@ -6,6 +6,7 @@ saved with `save_pretrained`, so tiny and Hub models load through the same `Auto
 
     python -m adaswitch_lib.models qwen       # print the Hub ids of a pair
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,7 +24,9 @@ HUB_PAIRS = {
     "qwen-small": ("Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-0.5B"),
 }
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>"]
-TOKENIZER_VERSION = 3  # bump when train_tokenizer changes: it is part of the prepared-models cache key
+TOKENIZER_VERSION = (
+    3  # bump when train_tokenizer changes: it is part of the prepared-models cache key
+)
 
 
 def hub_ids(pair: str, instruct: bool = False) -> tuple[str, str]:
@@ -34,8 +37,9 @@ def hub_ids(pair: str, instruct: bool = False) -> tuple[str, str]:
     return tuple(f"{name}-Instruct" if instruct else name for name in HUB_PAIRS[pair])
 
 
-def device_and_dtype(dtype: str = "auto", device: str | None = None,
-                     bf16_supported: bool | None = None) -> tuple[torch.device, torch.dtype]:
+def device_and_dtype(
+    dtype: str = "auto", device: str | None = None, bf16_supported: bool | None = None
+) -> tuple[torch.device, torch.dtype]:
     """bf16 on a CUDA GPU that has it, fp32 elsewhere (CPU, or a GPU without bf16 such as Colab's
     T4: fp16 weights overflow in some Hub models, and the T4's 15 GB hold a 1.5B teacher in fp32);
     the device from the caller or automatic. `bf16_supported` fakes the GPU's answer in tests."""
@@ -48,16 +52,23 @@ def device_and_dtype(dtype: str = "auto", device: str | None = None,
     return device, getattr(torch, dtype)
 
 
-def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None, revision: str | None = None):
+def load_model(
+    name_or_path: str, dtype: str = "auto", device: str | None = None, revision: str | None = None
+):
     """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode, with the
     attention `choose_attention` picks for its dtype and device."""
     from transformers import AutoModelForCausalLM
+
     device, torch_dtype = device_and_dtype(dtype, device)
     _require_reachable(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=torch_dtype, revision=revision
+        )
     except OSError as error:
-        raise DataUnavailableError(f"cannot load model {name_or_path}: {str(error).splitlines()[0][:160]}") from None
+        raise DataUnavailableError(
+            f"cannot load model {name_or_path}: {str(error).splitlines()[0][:160]}"
+        ) from None
     return choose_attention(model.to(device)).eval()
 
 
@@ -69,13 +80,23 @@ def choose_attention(model):
     return model
 
 
-# ---------------------------------------------------------------------------- attention for decoding on CPU
+# ---------------------------------------------------------------------------- attention for
+# decoding on CPU
 SHORT_QUERY_ATTENTION = "sdpa_short_query_math"
 SHORT_QUERY = 24  # query tokens up to which reduced-precision CPU attention runs as plain matmuls
 
 
-def short_query_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                          is_causal=None, **kwargs):
+def short_query_attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling=None,
+    is_causal=None,
+    **kwargs,
+):
     """transformers' SDPA attention, except for short queries (<= SHORT_QUERY tokens: decode steps,
     draft verification) in bf16/fp16 on CPU, which run as matmul -> fp32 softmax -> matmul, as
     transformers' "eager" attention does. PyTorch's CPU SDPA kernel is slow there: at batch 16,
@@ -83,30 +104,59 @@ def short_query_attention(module, query, key, value, attention_mask, dropout: fl
     token and 1.9-2.6x for 2 to 24; from ~32 query tokens on they are even
     (benchmarks/bench_attention.py --kernel). Same values up to rounding (tested)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
     batch, heads, q_len, dim = query.shape
-    if (query.device.type != "cpu" or query.dtype == torch.float32 or q_len > SHORT_QUERY or module.training
-            or kwargs.get("position_bias") is not None):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    if attention_mask is None and q_len > 1 and (getattr(module, "is_causal", True) if is_causal is None else is_causal):
+    if (
+        query.device.type != "cpu"
+        or query.dtype == torch.float32
+        or q_len > SHORT_QUERY
+        or module.training
+        or kwargs.get("position_bias") is not None
+    ):
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
+        )
+    if (
+        attention_mask is None
+        and q_len > 1
+        and (getattr(module, "is_causal", True) if is_causal is None else is_causal)
+    ):
         # no mask and several queries means "causal from the first key" to SDPA (a prefill; with a
         # preallocated cache the keys past the queries are empty), as in sdpa_attention_forward
         key, value = key[:, :, :q_len], value[:, :, :q_len]
         attention_mask = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).tril()
     kv_heads, kv_len = key.shape[1], key.shape[2]
-    groups = heads // kv_heads  # grouped-query attention: query heads kv*groups + g share key/value head kv
-    scaling = dim ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query.reshape(batch, kv_heads, groups * q_len, dim), key.transpose(-1, -2)).float()
+    groups = (
+        heads // kv_heads
+    )  # grouped-query attention: query heads kv*groups + g share key/value head kv
+    scaling = dim**-0.5 if scaling is None else scaling
+    scores = torch.matmul(
+        query.reshape(batch, kv_heads, groups * q_len, dim), key.transpose(-1, -2)
+    ).float()
     scores = (scores * scaling).view(batch, kv_heads, groups, q_len, kv_len)
     if attention_mask is not None:
         mask = attention_mask[..., :kv_len]
         mask = mask[:, :, None] if mask.dim() == 4 else mask  # [B, 1, Q, S] -> [B, 1, 1, Q, S]
-        if mask.dtype == torch.bool:  # True = attend; a fully masked row gets uniform weights, as in eager
+        if (
+            mask.dtype == torch.bool
+        ):  # True = attend; a fully masked row gets uniform weights, as in eager
             scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
         else:
             scores = scores + mask.float()
     weights = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * q_len, kv_len)
-    out = torch.matmul(weights, value).view(batch, kv_heads, groups, q_len, dim).reshape(batch, heads, q_len, dim)
+    out = (
+        torch.matmul(weights, value)
+        .view(batch, kv_heads, groups, q_len, dim)
+        .reshape(batch, heads, q_len, dim)
+    )
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -114,6 +164,7 @@ def register_short_query_attention() -> str:
     """Make `short_query_attention` selectable by name (with SDPA's mask); returns the name."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
     AttentionInterface.register(SHORT_QUERY_ATTENTION, short_query_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(SHORT_QUERY_ATTENTION, sdpa_mask)
     return SHORT_QUERY_ATTENTION
@@ -121,6 +172,7 @@ def register_short_query_attention() -> str:
 
 def load_tokenizer(name_or_path: str, revision: str | None = None):
     from transformers import AutoTokenizer
+
     _require_reachable(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     if tokenizer.pad_token is None:  # base Qwen/Llama tokenizers: pad with EOS, masked by attention
@@ -130,27 +182,41 @@ def load_tokenizer(name_or_path: str, revision: str | None = None):
 
 def _require_reachable(name_or_path: str) -> None:
     if not Path(name_or_path).exists() and hub_unreachable():
-        raise DataUnavailableError(f"cannot load {name_or_path}: the Hugging Face Hub is unreachable; use a tiny "
-                                   f"pair (profiles smoke/cpu), a local model folder, or HF_HUB_OFFLINE=1 with a cached copy")
+        raise DataUnavailableError(
+            f"cannot load {name_or_path}: the Hugging Face Hub is unreachable; use a tiny "
+            "pair (profiles smoke/cpu), a local model folder, or HF_HUB_OFFLINE=1 with a cached "
+            "copy"
+        )
 
 
 # ---------------------------------------------------------------------------- tiny offline pairs
 def train_tokenizer(texts, vocab_size: int = 1024):
-    """Byte-level BPE trained with `tokenizers`, wrapped in PreTrainedTokenizerFast with pad/bos/eos.
+    """Byte-level BPE trained with `tokenizers`, wrapped in PreTrainedTokenizerFast with
+    pad/bos/eos.
     One digit per pre-token, the space kept with it (' 62' -> ' 6', '2'): a tiny teacher learns the
     arithmetic of synth_gsm far sooner this way than with Qwen2's splitting, which puts the space in
     a token of its own (measured: 96 % against 12 % after the same 700 steps)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r" ?\p{N}| ?[^\s\p{N}]+|\s+"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r" ?\p{N}| ?[^\s\p{N}]+|\s+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
@@ -158,19 +224,36 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
     survive loading: transformers 5 loads any folder whose config says qwen2 as Qwen2Tokenizer,
     which installs Qwen2's pre-tokenizer over the saved one (`tokenizer_class` does not stop it)."""
     if (Path(folder) / "config.json").exists():
-        raise ValueError(f"{folder} holds a model config; save the tiny tokenizer in a folder of its own")
+        raise ValueError(
+            f"{folder} holds a model config; save the tiny tokenizer in a folder of its own"
+        )
     tokenizer.save_pretrained(folder)
 
 
-def tiny_model(kind: str, shape: TinyShape, tokenizer, dropout: float = 0.0, context: int = 512, seed: int = 0):
+def tiny_model(
+    kind: str, shape: TinyShape, tokenizer, dropout: float = 0.0, context: int = 512, seed: int = 0
+):
     """A randomly initialised Qwen2- or Llama-style causal LM for the tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-    Config, Model = {"tiny-qwen": (Qwen2Config, Qwen2ForCausalLM), "tiny-llama": (LlamaConfig, LlamaForCausalLM)}[kind]
-    config = Config(vocab_size=len(tokenizer), hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-                    num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-                    intermediate_size=shape.intermediate, max_position_embeddings=context,
-                    attention_dropout=dropout, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+    Config, Model = {
+        "tiny-qwen": (Qwen2Config, Qwen2ForCausalLM),
+        "tiny-llama": (LlamaConfig, LlamaForCausalLM),
+    }[kind]
+    config = Config(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=context,
+        attention_dropout=dropout,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     return Model(config)
 

@@ -4,6 +4,7 @@ papermill or run_all runs it.
     from adaswitch_lib.notebook import setup
     setup(show_progress)     # the notebook's first code cell after its parameters
 """
+
 from __future__ import annotations
 
 import os
@@ -37,14 +38,19 @@ def quiet_libraries() -> None:
     """Silence transformers' and datasets' progress bars and advisory warnings: under papermill
     and run_all they drown the kit's own progress lines."""
     import warnings
+
     import transformers
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     try:
         import datasets
+
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
     except ImportError:
         pass
-    warnings.filterwarnings("ignore", category=UserWarning, module="(transformers|accelerate|torch)")
+    warnings.filterwarnings(
+        "ignore", category=UserWarning, module="(transformers|accelerate|torch)"
+    )

@@ -8,6 +8,7 @@ Figures 4-9) appears once, with every artifact it feeds.
 The grids come from the profile: `seeds`, and `figure_pairs`, `figure_tasks`, `fig3_*`, `fig6_*`
 for the figures the cpu profile shrinks to fit its time budget.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ from adaswitch_lib.methods import EARLY_METHODS, METHODS
 
 ARTIFACTS = ("table1", "table2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9")
 TABLE2_METHODS = ("off_policy", "on_policy", "skd", "adaswitch")  # paper Table 2's rows
-DEFAULT_K, DEFAULT_WINDOW = 3.0, 10                                 # paper §3.3, and RunConfig's defaults
+DEFAULT_K, DEFAULT_WINDOW = 3.0, 10  # paper §3.3, and RunConfig's defaults
 
 
 @dataclasses.dataclass
@@ -36,7 +37,10 @@ class PlannedRun:
     def label(self) -> str:
         r = self.run
         extra = "" if r.divergence == "forward_kl" else f" {r.divergence}"
-        if r.method == "adaswitch" and (r.adaswitch_k, r.adaswitch_window) != (DEFAULT_K, DEFAULT_WINDOW):
+        if r.method == "adaswitch" and (r.adaswitch_k, r.adaswitch_window) != (
+            DEFAULT_K,
+            DEFAULT_WINDOW,
+        ):
             extra += f" K={r.adaswitch_k:g} L={r.adaswitch_window}"
         return f"{r.pair} {r.task} {r.method}{extra} s{r.seed}"
 
@@ -50,8 +54,13 @@ def figure_tasks(profile: Profile) -> tuple:
 
 
 def _grid(profile: Profile, pairs, tasks, methods, **fields) -> list[RunConfig]:
-    return [RunConfig(profile, pair=pair, task=task, method=method, seed=seed, **fields)
-            for pair in pairs for task in tasks for method in methods for seed in profile.seeds]
+    return [
+        RunConfig(profile, pair=pair, task=task, method=method, seed=seed, **fields)
+        for pair in pairs
+        for task in tasks
+        for method in methods
+        for seed in profile.seeds
+    ]
 
 
 def artifact_runs(profile: Profile, artifact: str) -> list[RunConfig]:
@@ -62,31 +71,53 @@ def artifact_runs(profile: Profile, artifact: str) -> list[RunConfig]:
         return _grid(profile, methods=tuple(METHODS), **every)
     if artifact == "table2":
         return _grid(profile, methods=TABLE2_METHODS, **every)
-    if artifact in ("fig4", "fig7", "fig9"):  # switch statistics of the AdaSwitch runs (4: first pair only)
+    if artifact in (
+        "fig4",
+        "fig7",
+        "fig9",
+    ):  # switch statistics of the AdaSwitch runs (4: first pair only)
         pairs = profile.pairs[:1] if artifact == "fig4" else profile.pairs
         return _grid(profile, pairs, profile.train_tasks, ("adaswitch",))
-    if artifact in ("fig5", "fig8"):          # early-stage curves (5: first pair only)
+    if artifact in ("fig5", "fig8"):  # early-stage curves (5: first pair only)
         pairs = profile.pairs[:1] if artifact == "fig5" else profile.pairs
         return _grid(profile, pairs, profile.train_tasks, EARLY_METHODS)
     if artifact == "fig3":
-        return [run for divergence in profile.fig3_divergences
-                for run in _grid(profile, figure_pairs(profile), figure_tasks(profile), profile.fig3_methods,
-                                 divergence=divergence)]
+        return [
+            run
+            for divergence in profile.fig3_divergences
+            for run in _grid(
+                profile,
+                figure_pairs(profile),
+                figure_tasks(profile),
+                profile.fig3_methods,
+                divergence=divergence,
+            )
+        ]
     if artifact == "fig6":
-        grid = dict(pairs=figure_pairs(profile), tasks=figure_tasks(profile), methods=("adaswitch",))
-        return ([run for k in profile.fig6_k for run in _grid(profile, **grid, adaswitch_k=float(k))] +
-                [run for w in profile.fig6_window for run in _grid(profile, **grid, adaswitch_window=int(w))])
+        grid = dict(
+            pairs=figure_pairs(profile), tasks=figure_tasks(profile), methods=("adaswitch",)
+        )
+        return [
+            run for k in profile.fig6_k for run in _grid(profile, **grid, adaswitch_k=float(k))
+        ] + [
+            run
+            for w in profile.fig6_window
+            for run in _grid(profile, **grid, adaswitch_window=int(w))
+        ]
     raise KitError(f"unknown artifact {artifact!r}; valid names: {', '.join(ARTIFACTS)}")
 
 
 def parse_only(only=None) -> tuple:
-    """`--only table1,fig6` (or a list of names) -> ("table1", "fig6"); None or "" -> every artifact."""
+    """`--only table1,fig6` (or a list of names) -> ("table1", "fig6"); None or "" -> every
+    artifact."""
     if isinstance(only, str):
         only = only.split(",")
     names = tuple(a.strip() for a in (only or ()) if a.strip()) or ARTIFACTS
     for name in names:
         if name not in ARTIFACTS:
-            raise KitError(f"unknown artifact {name!r} in --only; valid names: {', '.join(ARTIFACTS)}")
+            raise KitError(
+                f"unknown artifact {name!r} in --only; valid names: {', '.join(ARTIFACTS)}"
+            )
     return names
 
 
@@ -105,13 +136,20 @@ def plan_preparations(profile: Profile, runs: list[PlannedRun]) -> list[tuple[st
     """The (pair, task) sets the runs use, in profile order; preparing one also writes its Teacher
     and Student records (Table 1's first rows)."""
     needed = {(p.run.pair, p.run.task) for p in runs}
-    return [(pair, task) for pair in profile.pairs for task in profile.train_tasks if (pair, task) in needed]
+    return [
+        (pair, task)
+        for pair in profile.pairs
+        for task in profile.train_tasks
+        if (pair, task) in needed
+    ]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="List the runs each table and figure needs.")
     parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(ARTIFACTS)}")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of: {', '.join(ARTIFACTS)}"
+    )
     args = parser.parse_args(argv)
     try:
         profile = get_profile(args.profile)
@@ -121,7 +159,10 @@ def main(argv=None) -> int:
         return 2
     for i, planned in enumerate(runs, 1):
         print(f"[{i:>3}] {planned.label:<48} {planned.run_id:<52} {','.join(planned.artifacts)}")
-    print(f"{len(runs)} runs; preparations: {', '.join(f'{p}/{t}' for p, t in plan_preparations(profile, runs))}")
+    print(
+        f"{len(runs)} runs; preparations: "
+        f"{', '.join(f'{p}/{t}' for p, t in plan_preparations(profile, runs))}"
+    )
     return 0
 
 

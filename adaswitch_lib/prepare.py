@@ -4,6 +4,7 @@ once beside it.
 
     python -m adaswitch_lib prepare --profile smoke --pair tiny-qwen --task synth_gsm
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,14 @@ import torch
 
 from adaswitch_lib import atomic, models
 from adaswitch_lib.config import Profile, plain
-from adaswitch_lib.data import (format_completion, format_prompt, load_profile_task, task_kind, token_limits,
-                                tokenize_pairs)
+from adaswitch_lib.data import (
+    format_completion,
+    format_prompt,
+    load_profile_task,
+    task_kind,
+    token_limits,
+    tokenize_pairs,
+)
 from adaswitch_lib.evaluate import evaluate
 
 CACHE_ROOT = Path(".cache") / "models"
@@ -33,7 +40,7 @@ def collate(pairs, pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tenso
     for row, (prompt, response) in enumerate(pairs):
         n = len(prompt) + len(response)
         ids[row, :n] = torch.tensor(prompt + response)
-        labels[row, len(prompt):n] = torch.tensor(response)
+        labels[row, len(prompt) : n] = torch.tensor(response)
         mask[row, :n] = 1
     return ids.to(device), mask.to(device), labels.to(device)
 
@@ -43,27 +50,34 @@ def length_sorted_groups(pairs, groups: int) -> list[list]:
     its own longest row (a cpu SFT batch of 32 is ~28 % padding as one batch)."""
     ordered = sorted(pairs, key=lambda pair: len(pair[0]) + len(pair[1]))
     size = math.ceil(len(ordered) / max(1, groups))
-    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
 def response_nll(model, batch, normaliser: float = 1.0) -> tuple[torch.Tensor, int]:
     """(summed next-token NLL of the response tokens / normaliser, how many) for a `collate`d batch,
     as the model's own loss computes it. The output head sees response positions only: prompt
     positions carry no label, and at a 151,936-token vocabulary their logits would dwarf the rest.
-    (Qwen2 and Llama heads are a plain projection; a model with logit soft-capping needs its own.)"""
+    (Qwen2 and Llama heads are a plain projection; a model with logit soft-capping needs its
+    own.)"""
     ids, mask, labels = batch
     hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
     labels = labels[:, 1:]
     scored = labels != -100
     logits = model.get_output_embeddings()(hidden[scored]).float()
-    return torch.nn.functional.cross_entropy(logits, labels[scored], reduction="sum") / normaliser, int(scored.sum())
+    return torch.nn.functional.cross_entropy(
+        logits, labels[scored], reduction="sum"
+    ) / normaliser, int(scored.sum())
 
 
-def sft_backward(model, batch, pad_token_id: int, length_groups: int = 1, bf16: bool = False) -> torch.Tensor:
+def sft_backward(
+    model, batch, pad_token_id: int, length_groups: int = 1, bf16: bool = False
+) -> torch.Tensor:
     """Gradients of the batch's mean response-token loss, accumulated over length-sorted groups;
     returns the loss (detached)."""
     device = next(model.parameters()).device
-    groups = [collate(group, pad_token_id, device) for group in length_sorted_groups(batch, length_groups)]
+    groups = [
+        collate(group, pad_token_id, device) for group in length_sorted_groups(batch, length_groups)
+    ]
     tokens = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in groups)
     loss = torch.zeros((), device=device)
     for group in groups:
@@ -82,7 +96,9 @@ def validation_nll(model, pairs, pad_token_id: int, batch_size: int = 64) -> flo
     model.eval()
     device, total, count = next(model.parameters()).device, 0.0, 0
     for start in range(0, len(pairs), batch_size):
-        loss, n = response_nll(model, collate(pairs[start:start + batch_size], pad_token_id, device))
+        loss, n = response_nll(
+            model, collate(pairs[start : start + batch_size], pad_token_id, device)
+        )
         total, count = total + loss.item(), count + n
     model.train(was_training)
     return total / max(count, 1)
@@ -92,31 +108,52 @@ def sft_attention(device) -> str | None:
     """The attention implementation SFT trains with: on CPU transformers' plain ("eager") one, whose
     training steps are ~20 % faster there than PyTorch's CPU SDPA kernels for the tiny teachers
     (benchmarks/bench_attention.py; same numbers up to rounding) -- decoding and the students'
-    updates are not faster with it, so everything else keeps SDPA; None (the model's own) on GPUs."""
+    updates are not faster with it, so everything else keeps SDPA; None (the model's own) on
+    GPUs."""
     return "eager" if torch.device(device).type == "cpu" else None
 
 
-def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, batch_size: int, pad_token_id: int,
-                        warmup_ratio: float = 0.1, eval_every: int = 0, seed: int = 0, log_every: int = 50,
-                        bf16: bool = False, attention: str | None = None, length_groups: int = 1) -> dict:
+def supervised_finetune(
+    model,
+    train_pairs,
+    val_pairs,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    pad_token_id: int,
+    warmup_ratio: float = 0.1,
+    eval_every: int = 0,
+    seed: int = 0,
+    log_every: int = 50,
+    bf16: bool = False,
+    attention: str | None = None,
+    length_groups: int = 1,
+) -> dict:
     """AdamW + linear warm-up and cosine decay (transformers' schedule); loss on response tokens.
     Keeps the weights with the lowest validation loss (paper §3.3). Returns the history.
     `attention`: the attention implementation to train with (the model's own is restored after);
     `length_groups`: each batch computed as this many length-sorted groups (the same gradient up to
     rounding, less padding)."""
     from transformers import get_cosine_schedule_with_warmup
+
     own_attention = model.config._attn_implementation
     model.set_attn_implementation(attention or own_attention)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
     schedule = get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
     rng = random.Random(seed)
     order, cursor = [], 0
     eval_every = eval_every or max(1, steps // 5)
-    best = dict(loss=validation_nll(model, val_pairs, pad_token_id), step=0,
-                state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    best = dict(
+        loss=validation_nll(model, val_pairs, pad_token_id),
+        step=0,
+        state={k: v.detach().clone() for k, v in model.state_dict().items()},
+    )
     history = dict(val_loss=[(0, best["loss"])], train_loss=[])
     model.train()
     start = time.perf_counter()
@@ -124,28 +161,39 @@ def supervised_finetune(model, train_pairs, val_pairs, steps: int, lr: float, ba
         if cursor + batch_size > len(order):  # a fresh shuffle each epoch
             order, cursor = list(range(len(train_pairs))), 0
             rng.shuffle(order)
-        batch = [train_pairs[i] for i in order[cursor:cursor + batch_size]]
+        batch = [train_pairs[i] for i in order[cursor : cursor + batch_size]]
         cursor += batch_size
         loss = sft_backward(model, batch, pad_token_id, length_groups, bf16)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         history["train_loss"].append(loss.item())
         if step % log_every == 0:
-            print(f"    step {step}/{steps}  loss {loss.item():.4f}  {time.perf_counter() - start:.0f} s", flush=True)
+            print(
+                f"    step {step}/{steps}  loss {loss.item():.4f}  "
+                f"{time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
         if step % eval_every == 0 or step == steps:
             val = validation_nll(model, val_pairs, pad_token_id)
             history["val_loss"].append((step, val))
             if val < best["loss"]:
-                best = dict(loss=val, step=step, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+                best = dict(
+                    loss=val,
+                    step=step,
+                    state={k: v.detach().clone() for k, v in model.state_dict().items()},
+                )
     model.load_state_dict(best["state"])
     model.eval()
     model.set_attn_implementation(own_attention)
-    history.update(best_step=best["step"], best_val_loss=best["loss"], seconds=time.perf_counter() - start)
+    history.update(
+        best_step=best["step"], best_val_loss=best["loss"], seconds=time.perf_counter() - start
+    )
     return history
 
 
 def task_sft_steps(profile: Profile, task: str) -> tuple[int, int]:
-    """(teacher SFT steps, base-student warm-start steps) for a task; 0 teacher steps = by epochs."""
+    """(teacher SFT steps, base-student warm-start steps) for a task; 0 teacher steps = by
+    epochs."""
     summ = task_kind(task) == "summ"
     teacher = (profile.teacher_steps_summ if summ else 0) or profile.teacher_steps
     warmup = (profile.student_warmup_steps_summ if summ else 0) or profile.student_warmup_steps
@@ -155,17 +203,43 @@ def task_sft_steps(profile: Profile, task: str) -> tuple[int, int]:
 def pair_key(profile: Profile, pair: str, task: str) -> str:
     """Cache key: pair, task and a hash of every profile field that shapes this task's prepared
     models (a field that only another task uses does not retrain this one)."""
-    names = ("teacher_shape", "student_shape", "tokenizer_vocab", "synth", "teacher_lr", "teacher_epochs",
-             "teacher_batch_size", "dropout", "student_lr", "instruct", "warmup_ratio", "max_eval_examples",
-             "dtype", "train_bf16", "length_groups")
+    names = (
+        "teacher_shape",
+        "student_shape",
+        "tokenizer_vocab",
+        "synth",
+        "teacher_lr",
+        "teacher_epochs",
+        "teacher_batch_size",
+        "dropout",
+        "student_lr",
+        "instruct",
+        "warmup_ratio",
+        "max_eval_examples",
+        "dtype",
+        "train_bf16",
+        "length_groups",
+    )
     fields = {n: plain(getattr(profile, n)) for n in names}
     teacher_steps, warmup_steps = task_sft_steps(profile, task)
-    blob = json.dumps(dict(fields, pair=pair, task=task, tokenizer=models.TOKENIZER_VERSION, teacher_steps=teacher_steps,
-                           student_warmup_steps=warmup_steps, token_limits=token_limits(profile, task)), sort_keys=True)
+    blob = json.dumps(
+        dict(
+            fields,
+            pair=pair,
+            task=task,
+            tokenizer=models.TOKENIZER_VERSION,
+            teacher_steps=teacher_steps,
+            student_warmup_steps=warmup_steps,
+            token_limits=token_limits(profile, task),
+        ),
+        sort_keys=True,
+    )
     return f"{pair}-{task}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def pair_folder_if_ready(profile: Profile, pair: str, task: str, cache_root: Path = CACHE_ROOT) -> Path | None:
+def pair_folder_if_ready(
+    profile: Profile, pair: str, task: str, cache_root: Path = CACHE_ROOT
+) -> Path | None:
     """The finished folder of this pair, or None. The key names everything that shapes the models,
     so a folder another profile prepared with the same key (cpu for cpu-full, say) is used too."""
     key = pair_key(profile, pair, task)
@@ -176,8 +250,14 @@ def pair_folder_if_ready(profile: Profile, pair: str, task: str, cache_root: Pat
     return None
 
 
-def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACHE_ROOT, teacher_id: str | None = None,
-                 student_id: str | None = None) -> Path:
+def prepare_pair(
+    profile: Profile,
+    pair: str,
+    task: str,
+    cache_root: Path = CACHE_ROOT,
+    teacher_id: str | None = None,
+    student_id: str | None = None,
+) -> Path:
     """Build (or find) the teacher and base student of a pair for a task; returns their folder with
     `tokenizer/`, `teacher/`, `student/` and `metrics.json`. A finished folder is reused as it is.
     `teacher_id` / `student_id` override the Hub ids (e.g. a local folder)."""
@@ -187,7 +267,9 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
     folder = Path(cache_root) / profile.name / pair_key(profile, pair, task)
     print(f"==> preparing {pair} on {task} -> {folder}", flush=True)
     max_prompt, max_new = token_limits(profile, task)
-    train, val, test = (load_profile_task(profile, task, s) for s in ("train", "validation", "test"))
+    train, val, test = (
+        load_profile_task(profile, task, s) for s in ("train", "validation", "test")
+    )
     val = val[:512]
     device, _ = models.device_and_dtype(profile.dtype)
     report = dict(pair=pair, task=task, profile=profile.name)
@@ -196,8 +278,12 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
         if pair.startswith("tiny-"):
             texts = [format_prompt(e) + format_completion(e) for e in train]
             tokenizer = models.train_tokenizer(texts, profile.tokenizer_vocab)
-            teacher = models.tiny_model(pair, profile.teacher_shape, tokenizer, profile.dropout, seed=1).to(device)
-            student = models.tiny_model(pair, profile.student_shape, tokenizer, profile.dropout, seed=2).to(device)
+            teacher = models.tiny_model(
+                pair, profile.teacher_shape, tokenizer, profile.dropout, seed=1
+            ).to(device)
+            student = models.tiny_model(
+                pair, profile.student_shape, tokenizer, profile.dropout, seed=2
+            ).to(device)
         else:
             ids = models.hub_ids(pair, profile.instruct)
             tokenizer = models.load_tokenizer(student_id or ids[1])
@@ -208,23 +294,46 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
         val_pairs = tokenize_pairs(tokenizer, val, max_prompt, max_new)
         steps, warmup_steps = task_sft_steps(profile, task)
         steps = steps or math.ceil(profile.teacher_epochs * len(train) / profile.teacher_batch_size)
-        report["teacher_sft"] = supervised_finetune(teacher, train_pairs, val_pairs, steps, profile.teacher_lr,
-                                                    profile.teacher_batch_size, tokenizer.pad_token_id,
-                                                    profile.warmup_ratio, log_every=max(profile.log_every, steps // 10),
-                                                    bf16=profile.train_bf16, attention=sft_attention(device),
-                                                    length_groups=profile.length_groups)
+        report["teacher_sft"] = supervised_finetune(
+            teacher,
+            train_pairs,
+            val_pairs,
+            steps,
+            profile.teacher_lr,
+            profile.teacher_batch_size,
+            tokenizer.pad_token_id,
+            profile.warmup_ratio,
+            log_every=max(profile.log_every, steps // 10),
+            bf16=profile.train_bf16,
+            attention=sft_attention(device),
+            length_groups=profile.length_groups,
+        )
         if pair.startswith("tiny-") and warmup_steps:
-            # The base student: a short warm start on the same data, stopped before its phase transition,
-            # so that it writes task-shaped text but solves little (the paper's base students score ~0 on GSM).
+            # The base student: a short warm start on the same data, stopped before its phase
+            # transition,
+            # so that it writes task-shaped text but solves little (the paper's base students score
+            # ~0 on GSM).
             report["student_warm_start"] = supervised_finetune(
-                student, train_pairs, val_pairs, warmup_steps, profile.student_lr, profile.teacher_batch_size,
-                tokenizer.pad_token_id, profile.warmup_ratio, eval_every=warmup_steps, seed=1,
-                log_every=max(profile.log_every, warmup_steps // 5), bf16=profile.train_bf16,
-                length_groups=profile.length_groups)
+                student,
+                train_pairs,
+                val_pairs,
+                warmup_steps,
+                profile.student_lr,
+                profile.teacher_batch_size,
+                tokenizer.pad_token_id,
+                profile.warmup_ratio,
+                eval_every=warmup_steps,
+                seed=1,
+                log_every=max(profile.log_every, warmup_steps // 5),
+                bf16=profile.train_bf16,
+                length_groups=profile.length_groups,
+            )
         for name, model in (("teacher", teacher), ("student", student)):
             model.save_pretrained(tmp / name)
             start = time.perf_counter()
-            report[f"{name}_score"] = evaluate(model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size).score
+            report[f"{name}_score"] = evaluate(
+                model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size
+            ).score
             report[f"{name}_eval_seconds"] = time.perf_counter() - start
         for history in (report.get("teacher_sft"), report.get("student_warm_start")):
             if history:
@@ -234,36 +343,57 @@ def prepare_pair(profile: Profile, pair: str, task: str, cache_root: Path = CACH
     return atomic.write_folder(folder, write)
 
 
-def load_prepared(folder: Path, dtype: str = "auto", device: str | None = None, student_dtype: str | None = None):
+def load_prepared(
+    folder: Path, dtype: str = "auto", device: str | None = None, student_dtype: str | None = None
+):
     """(teacher, student, tokenizer) from a prepared folder; the student in `student_dtype` when
-    given (the kit's students keep fp32 weights wherever they are trained or scored), else in `dtype`."""
+    given (the kit's students keep fp32 weights wherever they are trained or scored), else in
+    `dtype`."""
     folder = Path(folder)
     if not atomic.is_complete(folder):
         raise FileNotFoundError(f"{folder} is not a finished prepared pair; run prepare_pair first")
-    return (models.load_model(str(folder / "teacher"), dtype, device),
-            models.load_model(str(folder / "student"), student_dtype or dtype, device),
-            models.load_tokenizer(str(folder / "tokenizer")))
+    return (
+        models.load_model(str(folder / "teacher"), dtype, device),
+        models.load_model(str(folder / "student"), student_dtype or dtype, device),
+        models.load_tokenizer(str(folder / "tokenizer")),
+    )
 
 
-
-
-def seqkd_pairs(folder: Path, profile: Profile, teacher, tokenizer, kd_pairs, max_new_tokens: int) -> list:
+def seqkd_pairs(
+    folder: Path, profile: Profile, teacher, tokenizer, kd_pairs, max_new_tokens: int
+) -> list:
     """SeqKD's targets: the teacher's sample for every KD prompt (at the profile's teacher
     temperature / top-p), made once per (pair, task, sampling settings) and cached beside the
-    prepared pair in `seqkd-<hash>.json`; returned as (prompt ids, response ids) aligned with kd_pairs."""
-    from adaswitch_lib.distill import teacher_responses
+    prepared pair in `seqkd-<hash>.json`; returned as (prompt ids, response ids) aligned with
+    kd_pairs."""
     from adaswitch_lib.sampler import SamplerConfig
+    from adaswitch_lib.targets import teacher_responses
+
     prompts = [prompt for prompt, _ in kd_pairs]
-    settings = dict(temperature=profile.teacher_temperature, top_p=profile.teacher_top_p,
-                    max_new_tokens=max_new_tokens, prompts=hashlib.sha256(json.dumps(prompts).encode()).hexdigest())
-    path = Path(folder) / f"seqkd-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}.json"
+    settings = dict(
+        temperature=profile.teacher_temperature,
+        top_p=profile.teacher_top_p,
+        max_new_tokens=max_new_tokens,
+        prompts=hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
+    )
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(folder) / f"seqkd-{key}.json"
     if path.is_file():
         responses = json.loads(path.read_text())["responses"]
     else:
-        cfg = SamplerConfig(max_new_tokens=max_new_tokens, teacher_temperature=profile.teacher_temperature,
-                            teacher_top_p=profile.teacher_top_p, eos_token_id=tokenizer.eos_token_id,
-                            pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer))
+        cfg = SamplerConfig(
+            max_new_tokens=max_new_tokens,
+            teacher_temperature=profile.teacher_temperature,
+            teacher_top_p=profile.teacher_top_p,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+        )
         start = time.perf_counter()
-        responses = teacher_responses(teacher, tokenizer, prompts, cfg, seed=0, batch_size=profile.eval_batch_size)
-        atomic.write_json(path, dict(settings, seconds=time.perf_counter() - start, responses=responses))
+        responses = teacher_responses(
+            teacher, tokenizer, prompts, cfg, seed=0, batch_size=profile.eval_batch_size
+        )
+        atomic.write_json(
+            path, dict(settings, seconds=time.perf_counter() - start, responses=responses)
+        )
     return list(zip(prompts, responses))

@@ -5,6 +5,7 @@ and LaTeX with the best of each column in bold, and the paper's own numbers besi
 
 Every number comes from `results.load_records`; nothing here is typed in except the paper's tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,36 +14,68 @@ from pathlib import Path
 
 from adaswitch_lib import atomic
 from adaswitch_lib.config import Profile, config_hash, get_profile, run_id
+from adaswitch_lib.data import ROBUSTNESS_TWIN
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.methods import METHODS
 from adaswitch_lib.plan import TABLE2_METHODS, artifact_runs
-from adaswitch_lib.data import ROBUSTNESS_TWIN
 from adaswitch_lib.results import load_records
 
-COLUMN_LABEL = {"dialogsum": "SUMM", "synth_summ": "SUMM", "gsm8k": "GSM", "synth_gsm": "GSM",
-                "gsm_plus": "GSM-Plus", "synth_gsm_plus": "GSM-Plus"}
-FAMILY = {"qwen": "Qwen", "qwen-small": "Qwen", "tiny-qwen": "Qwen", "llama": "Llama", "tiny-llama": "Llama"}
+COLUMN_LABEL = {
+    "dialogsum": "SUMM",
+    "synth_summ": "SUMM",
+    "gsm8k": "GSM",
+    "synth_gsm": "GSM",
+    "gsm_plus": "GSM-Plus",
+    "synth_gsm_plus": "GSM-Plus",
+}
+FAMILY = {
+    "qwen": "Qwen",
+    "qwen-small": "Qwen",
+    "tiny-qwen": "Qwen",
+    "llama": "Llama",
+    "tiny-llama": "Llama",
+}
 ROW_ORDER = ["Teacher", "Student"] + [m.label for m in METHODS.values()]
 
 # The paper's Table 1 (ROUGE-L for SUMM, accuracy % for GSM and GSM-Plus) and Table 2 (whole
 # distillation time relative to on-policy), as printed (arXiv 2510.07842, Tables 1 and 2).
 PAPER_TABLE1 = {
-    "Teacher": (37.45, 59.59, 38.58, 37.41, 65.35, 45.42), "Student": (13.48, 0.00, 0.00, 12.07, 0.00, 0.00),
-    "SFT": (32.34, 29.04, 12.00, 30.28, 31.01, 15.54), "SeqKD": (32.09, 28.20, 11.78, 30.13, 30.42, 14.42),
+    "Teacher": (37.45, 59.59, 38.58, 37.41, 65.35, 45.42),
+    "Student": (13.48, 0.00, 0.00, 12.07, 0.00, 0.00),
+    "SFT": (32.34, 29.04, 12.00, 30.28, 31.01, 15.54),
+    "SeqKD": (32.09, 28.20, 11.78, 30.13, 30.42, 14.42),
     "Off-policy KD": (34.57, 30.55, 13.83, 32.44, 33.51, 17.92),
     "On-policy KD": (34.34, 32.68, 14.33, 32.31, 34.12, 20.17),
-    "ImitKD": (35.07, 30.55, 15.63, 32.50, 34.57, 21.29), "SKD": (34.88, 32.37, 16.88, 32.27, 32.98, 20.38),
-    "AdaSwitch": (35.56, 35.03, 17.33, 32.60, 36.32, 21.63)}
-PAPER_TABLE1_COLUMNS = ("Llama SUMM", "Llama GSM", "Llama GSM-Plus", "Qwen SUMM", "Qwen GSM", "Qwen GSM-Plus")
-PAPER_TABLE2 = {"Off-policy KD": (0.77, 0.79, 0.61, 0.57), "On-policy KD": (1.00, 1.00, 1.00, 1.00),
-                "SKD": (1.28, 1.31, 1.61, 1.53), "AdaSwitch": (1.20, 1.22, 1.41, 1.38)}
+    "ImitKD": (35.07, 30.55, 15.63, 32.50, 34.57, 21.29),
+    "SKD": (34.88, 32.37, 16.88, 32.27, 32.98, 20.38),
+    "AdaSwitch": (35.56, 35.03, 17.33, 32.60, 36.32, 21.63),
+}
+PAPER_TABLE1_COLUMNS = (
+    "Llama SUMM",
+    "Llama GSM",
+    "Llama GSM-Plus",
+    "Qwen SUMM",
+    "Qwen GSM",
+    "Qwen GSM-Plus",
+)
+PAPER_TABLE2 = {
+    "Off-policy KD": (0.77, 0.79, 0.61, 0.57),
+    "On-policy KD": (1.00, 1.00, 1.00, 1.00),
+    "SKD": (1.28, 1.31, 1.61, 1.53),
+    "AdaSwitch": (1.20, 1.22, 1.41, 1.38),
+}
 PAPER_TABLE2_COLUMNS = ("SUMM Llama", "SUMM Qwen", "GSM Llama", "GSM Qwen")
 RUNTIME = "timings.distill_without_evaluation"  # the paper's Table 2: the distillation itself
 
 
 def paper_table(which: str):
     import pandas as pd
-    rows, columns = (PAPER_TABLE1, PAPER_TABLE1_COLUMNS) if which == "table1" else (PAPER_TABLE2, PAPER_TABLE2_COLUMNS)
+
+    rows, columns = (
+        (PAPER_TABLE1, PAPER_TABLE1_COLUMNS)
+        if which == "table1"
+        else (PAPER_TABLE2, PAPER_TABLE2_COLUMNS)
+    )
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(columns))
 
 
@@ -52,8 +85,12 @@ def _main_runs(profile: Profile, records, artifact: str):
     if records.empty:
         return records
     keep = records["run_id"].isin(wanted)
-    if artifact == "table1":  # the pairs this profile prepares (records of an earlier profile state stay out)
-        keep |= records["kind"].isin(["teacher", "student"]) & records["run_id"].str.endswith(f"-{config_hash(profile)}")
+    if (
+        artifact == "table1"
+    ):  # the pairs this profile prepares (records of an earlier profile state stay out)
+        keep |= records["kind"].isin(["teacher", "student"]) & records["run_id"].str.endswith(
+            f"-{config_hash(profile)}"
+        )
     return records[keep]
 
 
@@ -65,13 +102,21 @@ def pair_label(pair: str, pairs: tuple) -> str:
 def scores_long(profile: Profile, records):
     """Table 1 in long form: one row per (run, column): pair, column, method label, seed, score."""
     import pandas as pd
+
     rows = []
     for _, r in _main_runs(profile, records, "table1").iterrows():
         for task in (r["task"], ROBUSTNESS_TWIN.get(r["task"])):
             value = r.get(f"metrics.{task}_score") if task else None
             if task in profile.eval_tasks and value is not None and value == value:
-                rows.append(dict(pair=pair_label(r["pair"], profile.pairs), column=COLUMN_LABEL.get(task, task),
-                                 method=r["method_label"], seed=r.get("seed"), score=float(value)))
+                rows.append(
+                    dict(
+                        pair=pair_label(r["pair"], profile.pairs),
+                        column=COLUMN_LABEL.get(task, task),
+                        method=r["method_label"],
+                        seed=r.get("seed"),
+                        score=float(value),
+                    )
+                )
     return pd.DataFrame(rows, columns=["pair", "column", "method", "seed", "score"])
 
 
@@ -81,12 +126,19 @@ def table1(profile: Profile, records=None, results_dir: str = "results"):
     records = load_records(profile.name, results_dir) if records is None else records
     long = scores_long(profile, records)
     if long.empty:
-        raise KitError(f"no Table 1 records under {results_dir}/{profile.name}/runs; "
-                       f"run ./run_all.sh --profile {profile.name} --only table1 first")
+        raise KitError(
+            f"no Table 1 records under {results_dir}/{profile.name}/runs; "
+            f"run ./run_all.sh --profile {profile.name} --only table1 first"
+        )
     long["cell"] = long["pair"] + " " + long["column"]
     grouped = long.groupby(["method", "cell"])["score"]
     pairs = [pair_label(p, profile.pairs) for p in profile.pairs]
-    columns = [f"{p} {c}" for p in pairs for c in ("SUMM", "GSM", "GSM-Plus") if f"{p} {c}" in set(long["cell"])]
+    columns = [
+        f"{p} {c}"
+        for p in pairs
+        for c in ("SUMM", "GSM", "GSM-Plus")
+        if f"{p} {c}" in set(long["cell"])
+    ]
     order = [m for m in ROW_ORDER if m in set(long["method"])]
     shape = lambda s: s.unstack("cell").reindex(index=order, columns=columns)  # noqa: E731
     return shape(grouped.mean()), shape(grouped.std()), shape(grouped.count())
@@ -98,13 +150,21 @@ def table2(profile: Profile, records=None, results_dir: str = "results"):
     records = load_records(profile.name, results_dir) if records is None else records
     runs = _main_runs(profile, records, "table2")
     if runs.empty or RUNTIME not in runs:
-        raise KitError(f"no Table 2 records under {results_dir}/{profile.name}/runs; "
-                       f"run ./run_all.sh --profile {profile.name} --only table2 first")
-    runs = runs.assign(cell=[f"{COLUMN_LABEL.get(t, t)} {pair_label(p, profile.pairs)}"
-                             for t, p in zip(runs["task"], runs["pair"])])
+        raise KitError(
+            f"no Table 2 records under {results_dir}/{profile.name}/runs; "
+            f"run ./run_all.sh --profile {profile.name} --only table2 first"
+        )
+    runs = runs.assign(
+        cell=[
+            f"{COLUMN_LABEL.get(t, t)} {pair_label(p, profile.pairs)}"
+            for t, p in zip(runs["task"], runs["pair"])
+        ]
+    )
     seconds = runs.groupby(["method_label", "cell"])[RUNTIME].mean().unstack("cell")
     order = [METHODS[m].label for m in TABLE2_METHODS if METHODS[m].label in seconds.index]
-    seconds = seconds.reindex(index=order, columns=sorted(seconds.columns, key=lambda c: (c.split(" ")[0] != "SUMM", c)))
+    seconds = seconds.reindex(
+        index=order, columns=sorted(seconds.columns, key=lambda c: (c.split(" ")[0] != "SUMM", c))
+    )
     on_policy = METHODS["on_policy"].label
     if on_policy not in seconds.index:
         raise KitError("Table 2 needs the on-policy runs (its reference); run them first")
@@ -115,28 +175,49 @@ def table2(profile: Profile, records=None, results_dir: str = "results"):
 def _cell(mean, std, digits: int, bold: bool, latex: bool) -> str:
     if mean != mean:  # NaN: the run is missing
         return "–"
-    text = f"{mean:.{digits}f}" + ("" if std != std else (r" $\pm$ " if latex else " ± ") + f"{std:.{digits}f}")
+    text = f"{mean:.{digits}f}" + (
+        "" if std != std else (r" $\pm$ " if latex else " ± ") + f"{std:.{digits}f}"
+    )
     if bold:
         return rf"\textbf{{{text}}}" if latex else f"**{text}**"
     return text
 
 
-def formatted(mean, std=None, digits: int = 2, best: str | None = "max", exclude=("Teacher", "Student"),
-              latex: bool = False):
-    """A table of strings: mean (± std), the best of each column (over rows not in `exclude`) in bold."""
+def formatted(
+    mean,
+    std=None,
+    digits: int = 2,
+    best: str | None = "max",
+    exclude=("Teacher", "Student"),
+    latex: bool = False,
+):
+    """A table of strings: mean (± std), the best of each column (over rows not in `exclude`) in
+    bold."""
     std = mean * float("nan") if std is None else std
     candidates = mean.drop(index=[r for r in exclude if r in mean.index])
     best_value = (candidates.max() if best == "max" else candidates.min()) if best else None
     out = mean.copy().astype(object)
     for row in mean.index:
         for col in mean.columns:
-            is_best = best is not None and row in candidates.index and mean.loc[row, col] == best_value[col]
+            is_best = (
+                best is not None
+                and row in candidates.index
+                and mean.loc[row, col] == best_value[col]
+            )
             out.loc[row, col] = _cell(mean.loc[row, col], std.loc[row, col], digits, is_best, latex)
     return out
 
 
-def write_table(name: str, mean, std=None, out_dir: Path = Path("results/tables"), digits: int = 2,
-                best: str | None = "max", exclude=("Teacher", "Student"), note: str = "") -> dict[str, Path]:
+def write_table(
+    name: str,
+    mean,
+    std=None,
+    out_dir: Path = Path("results/tables"),
+    digits: int = 2,
+    best: str | None = "max",
+    exclude=("Teacher", "Student"),
+    note: str = "",
+) -> dict[str, Path]:
     """`<name>.csv` (means, and `<col> std` columns when seeds exist), `<name>.md` and `<name>.tex`
     (best in bold). `note` is appended to the Markdown (e.g. the paper's table beside ours)."""
     out_dir = Path(out_dir)
@@ -148,10 +229,18 @@ def write_table(name: str, mean, std=None, out_dir: Path = Path("results/tables"
             csv[f"{col} std"] = std[col]
     paths = {kind: out_dir / f"{name}.{kind}" for kind in ("csv", "md", "tex")}
     atomic.write_text(paths["csv"], csv.rename_axis("method").to_csv(float_format="%.4f"))
-    atomic.write_text(paths["md"], formatted(mean, std, digits, best, exclude).rename_axis("method").to_markdown(disable_numparse=True)
-                 + "\n" + (f"\n{note}\n" if note else ""))
+    atomic.write_text(
+        paths["md"],
+        formatted(mean, std, digits, best, exclude)
+        .rename_axis("method")
+        .to_markdown(disable_numparse=True)
+        + "\n"
+        + (f"\n{note}\n" if note else ""),
+    )
     tex = formatted(mean, std, digits, best, exclude, latex=True).rename_axis("method")
-    atomic.write_text(paths["tex"], tex.to_latex(escape=False, column_format="l" + "r" * len(tex.columns)))
+    atomic.write_text(
+        paths["tex"], tex.to_latex(escape=False, column_format="l" + "r" * len(tex.columns))
+    )
     return paths
 
 
@@ -165,14 +254,19 @@ def write_report_table(profile: Profile, name: str, results_dir: str = "results"
         (mean, _), std, best = table2(profile, records, results_dir), None, None
     else:
         raise KitError(f"unknown table {name!r}; valid names: table1, table2")
-    what = "ROUGE-L / accuracy %" if name == "table1" else "whole distillation time relative to on-policy"
+    what = (
+        "ROUGE-L / accuracy %"
+        if name == "table1"
+        else "whole distillation time relative to on-policy"
+    )
     note = f"The paper ({what}):\n\n{paper_table(name).to_markdown(floatfmt='.2f')}"
     write_table(name, mean, std, Path(results_dir) / profile.name / "tables", best=best, note=note)
     return mean, std
 
 
 def write_tables(profile: Profile, results_dir: str = "results") -> list[str]:
-    """Table 1 and Table 2 of a profile; a table whose records are missing is reported and skipped."""
+    """Table 1 and Table 2 of a profile; a table whose records are missing is reported and
+    skipped."""
     records, written = load_records(profile.name, results_dir), []
     for name in ("table1", "table2"):
         try:
@@ -184,7 +278,9 @@ def write_tables(profile: Profile, results_dir: str = "results") -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Write Table 1 and Table 2 of a profile from its run records.")
+    parser = argparse.ArgumentParser(
+        description="Write Table 1 and Table 2 of a profile from its run records."
+    )
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--results-dir", default="results")
     args = parser.parse_args(argv)

@@ -2,8 +2,10 @@
 
     results/<profile>/runs/<run_id>/
         record.json           run id, every config field, metrics, evaluations over training,
-                              timings, provenance (git commit + dirty flag, packages, device, threads)
-        log.jsonl             one line per optimiser step (loss, lengths, time split, switch statistics)
+                              timings, provenance (git commit + dirty flag, packages, device,
+                              threads)
+        log.jsonl             one line per optimiser step (loss, lengths, time split, switch
+        statistics)
         outputs_<task>.jsonl  what the student wrote for every test example, and how it was scored
 
 A record folder is written whole (`atomic.write_folder`, record.json last), so a killed run leaves
@@ -13,6 +15,7 @@ the records.
 
     python -c "from adaswitch_lib.results import load_records; print(load_records('cpu'))"
 """
+
 from __future__ import annotations
 
 import json
@@ -34,23 +37,47 @@ RECORD_KEYS = ("run_id", "kind", "config", "metrics", "timings", "provenance")
 def provenance() -> dict:
     """Where and with what a result was made: code version, packages, device, threads."""
     from importlib.metadata import PackageNotFoundError, version
+
     packages = {}
-    for name in ("torch", "transformers", "accelerate", "tokenizers", "datasets", "numpy", "rouge-score", "papermill"):
+    for name in (
+        "torch",
+        "transformers",
+        "accelerate",
+        "tokenizers",
+        "datasets",
+        "numpy",
+        "rouge-score",
+        "papermill",
+    ):
         try:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = None
-    return dict(git=_git_state(), packages=packages, python=platform.python_version(), device=_device(),
-                torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count())
+    return dict(
+        git=_git_state(),
+        packages=packages,
+        python=platform.python_version(),
+        device=_device(),
+        torch_threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+    )
 
 
 def _git_state() -> dict:
     root = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        # changed tracked files outside results/ (a run rewriting committed results is not changed code)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                               cwd=root, capture_output=True, text=True, check=True)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        # changed tracked files outside results/ (a run rewriting committed results is not changed
+        # code)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return dict(commit=commit.stdout.strip(), dirty=bool(dirty.stdout.strip()))
     except (OSError, subprocess.CalledProcessError):  # installed from a wheel, or no git
         return dict(commit=None, dirty=None)
@@ -61,13 +88,19 @@ def _device(cpuinfo: str = "/proc/cpuinfo") -> str:
         return torch.cuda.get_device_name(0)
     try:  # the bf16 instructions matter: bf16 autocast rounds differently without them (README)
         first_cpu = Path(cpuinfo).read_text().split("\n\n")[0].splitlines()
-        fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first_cpu)}
+        fields = {
+            key.strip(): value.strip()
+            for key, _, value in (line.partition(":") for line in first_cpu)
+        }
         bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in fields.get("flags", "").split()]
         # family and model tell CPU generations apart where a hypervisor names them all "AMD EPYC"
         generation = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
         if "model name" in fields:
-            capability = ", ".join(generation + [torch.backends.cpu.get_cpu_capability()] +
-                                   (bf16 or ["no bf16 instructions"]))
+            capability = ", ".join(
+                generation
+                + [torch.backends.cpu.get_cpu_capability()]
+                + (bf16 or ["no bf16 instructions"])
+            )
             return f"cpu: {fields['model name']} ({capability})"
     except OSError:
         pass
@@ -93,16 +126,22 @@ def read_record(folder: Path, expected_id: str | None = None) -> dict | None:
         if expected_id and record["run_id"] != expected_id:
             raise ValueError(f"it names run {record['run_id']}")
     except (OSError, ValueError) as error:
-        print(f"results: {folder} holds a partial or corrupt record ({str(error).splitlines()[0][:100]}); "
-              f"redoing the run", flush=True)
+        print(
+            f"results: {folder} holds a partial or corrupt record "
+            f"({str(error).splitlines()[0][:100]}); "
+            f"redoing the run",
+            flush=True,
+        )
         shutil.rmtree(folder, ignore_errors=True)
         return None
     return record
 
 
 def write_record(folder: Path, files: dict[str, object]) -> None:
-    """Write a record folder: every file through atomic.write_folder (temporary sibling folder, then a rename),
+    """Write a record folder: every file through atomic.write_folder (temporary sibling folder, then
+    a rename),
     record.json last: a folder at `folder` is always complete."""
+
     def write(tmp: Path) -> None:
         for name, content in files.items():
             if name == "record.json":
@@ -123,17 +162,22 @@ def load_records(profile: str, results_dir: str = "results"):
     """Every finished record of a profile as one DataFrame: one row per run, with the run's own
     fields (pair, task, method, seed, divergence, K, L, ...), `metrics.*` and `timings.*`."""
     import pandas as pd
+
     rows = []
     for folder in sorted((Path(results_dir) / profile / "runs").glob("[!.]*")):
         record = read_record(folder)
         if record is None:
             continue
-        row = dict(run_id=record["run_id"], kind=record["kind"], method_label=record.get("method_label"))
+        row = dict(
+            run_id=record["run_id"], kind=record["kind"], method_label=record.get("method_label")
+        )
         row.update(record.get("run_config", {}))
         row.update({f"metrics.{k}": v for k, v in record["metrics"].items()})
         row.update({f"timings.{k}": v for k, v in record["timings"].items()})
-        row.update(steps=record.get("steps"), commit=record["provenance"]["git"]["commit"],
-                   folder=str(folder))
+        row.update(
+            steps=record.get("steps"),
+            commit=record["provenance"]["git"]["commit"],
+            folder=str(folder),
+        )
         rows.append(row)
     return pd.DataFrame(rows)
-

@@ -7,6 +7,7 @@
 
     python -m adaswitch_lib.synth synth_gsm test 3      # print three examples
 """
+
 from __future__ import annotations
 
 import random
@@ -14,21 +15,72 @@ import sys
 
 from adaswitch_lib.config import SynthConfig
 
-NAMES = ["Ben", "Amy", "Tom", "Lily", "Sam", "Mia", "Jack", "Emma", "Leo", "Zoe", "Max", "Ava",
-         "Noah", "Ella", "Finn", "Ruby", "Omar", "Nina", "Hugo", "Iris"]
-ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "cookies", "shells",
-         "cards", "stamps", "eggs", "flowers", "candies", "toys", "balloons", "buttons"]
+NAMES = [
+    "Ben",
+    "Amy",
+    "Tom",
+    "Lily",
+    "Sam",
+    "Mia",
+    "Jack",
+    "Emma",
+    "Leo",
+    "Zoe",
+    "Max",
+    "Ava",
+    "Noah",
+    "Ella",
+    "Finn",
+    "Ruby",
+    "Omar",
+    "Nina",
+    "Hugo",
+    "Iris",
+]
+ITEMS = [
+    "apples",
+    "marbles",
+    "stickers",
+    "books",
+    "coins",
+    "pencils",
+    "cookies",
+    "shells",
+    "cards",
+    "stamps",
+    "eggs",
+    "flowers",
+    "candies",
+    "toys",
+    "balloons",
+    "buttons",
+]
 _OP_TEXT = {  # two phrasings each, so the twin is not one fixed sentence per operation
     "+": ["{name} gets {b} more.", "{name} finds {b} more."],
     "-": ["{name} gives away {b}.", "{name} loses {b}."],
-    "*": ["Then the number of {item} becomes {b} times as large.", "Then {name} ends up with {b} times as many."],
-    "/": ["Then {name} splits them into {b} equal groups and keeps one group.",
-          "Then {name} shares them equally with {b} friends, keeping one share."],
+    "*": [
+        "Then the number of {item} becomes {b} times as large.",
+        "Then {name} ends up with {b} times as many.",
+    ],
+    "/": [
+        "Then {name} splits them into {b} equal groups and keeps one group.",
+        "Then {name} shares them equally with {b} friends, keeping one share.",
+    ],
 }
-_APPLY = {"+": lambda v, b: v + b, "-": lambda v, b: v - b, "*": lambda v, b: v * b, "/": lambda v, b: v // b}
+_APPLY = {
+    "+": lambda v, b: v + b,
+    "-": lambda v, b: v - b,
+    "*": lambda v, b: v * b,
+    "/": lambda v, b: v // b,
+}
 _INVERSE = {"+": "-", "-": "+", "*": "/", "/": "*"}
-PERTURBATIONS = ("numerical substitution", "digit expansion", "distraction insertion",
-                 "adding operation", "reversing operation")
+PERTURBATIONS = (
+    "numerical substitution",
+    "digit expansion",
+    "distraction insertion",
+    "adding operation",
+    "reversing operation",
+)
 
 
 def _pick_step(rng: random.Random, value: int, cfg: SynthConfig, scale: int = 1):
@@ -58,7 +110,9 @@ def _random_problem(rng: random.Random, cfg: SynthConfig, n_steps: int | None = 
         steps.append((op, b))
         value = _APPLY[op](value, b)
     phrasing = [rng.randrange(2) for _ in steps]
-    return dict(name=rng.choice(NAMES), item=rng.choice(ITEMS), start=start, steps=steps, phrasing=phrasing)
+    return dict(
+        name=rng.choice(NAMES), item=rng.choice(ITEMS), start=start, steps=steps, phrasing=phrasing
+    )
 
 
 def _solve(start: int, steps) -> tuple[list[str], int]:
@@ -70,11 +124,16 @@ def _solve(start: int, steps) -> tuple[list[str], int]:
     return lines, value
 
 
-def render_gsm(problem: dict, reverse: bool = False, distraction: str | None = None) -> tuple[str, str, str]:
-    """(question, solution, answer) of a problem. `reverse` states the end value and asks for the start."""
+def render_gsm(
+    problem: dict, reverse: bool = False, distraction: str | None = None
+) -> tuple[str, str, str]:
+    """(question, solution, answer) of a problem. `reverse` states the end value and asks for the
+    start."""
     name, item, steps = problem["name"], problem["item"], problem["steps"]
-    op_sentences = [_OP_TEXT[op][k].format(name=name, item=item, b=b)
-                    for (op, b), k in zip(steps, problem["phrasing"])]
+    op_sentences = [
+        _OP_TEXT[op][k].format(name=name, item=item, b=b)
+        for (op, b), k in zip(steps, problem["phrasing"])
+    ]
     lines, final = _solve(problem["start"], steps)
     if reverse:
         first = f"{name} has some {item}."
@@ -91,8 +150,17 @@ def render_gsm(problem: dict, reverse: bool = False, distraction: str | None = N
     return " ".join(sentences), "\n".join(lines + [f"#### {answer}"]), str(answer)
 
 
-def _gsm_example(task: str, split: str, i: int, question: str, solution: str, answer: str, **extra) -> dict:
-    return dict(id=f"{task}-{split}-{i}", task=task, source=question, target=solution, answer=answer, **extra)
+def _gsm_example(
+    task: str, split: str, i: int, question: str, solution: str, answer: str, **extra
+) -> dict:
+    return dict(
+        id=f"{task}-{split}-{i}",
+        task=task,
+        source=question,
+        target=solution,
+        answer=answer,
+        **extra,
+    )
 
 
 def synth_gsm(split: str, cfg: SynthConfig, seed: int = 0) -> list[dict]:
@@ -100,7 +168,11 @@ def synth_gsm(split: str, cfg: SynthConfig, seed: int = 0) -> list[dict]:
     sizes = {"train": cfg.n_train_gsm, "validation": cfg.n_val_gsm, "test": cfg.n_test_gsm}
     problems = _gsm_problems(split, cfg, seed, sizes[split])
     if split == "train":
-        held_out = {render_gsm(p)[0] for s in ("validation", "test") for p in _gsm_problems(s, cfg, seed, sizes[s])}
+        held_out = {
+            render_gsm(p)[0]
+            for s in ("validation", "test")
+            for p in _gsm_problems(s, cfg, seed, sizes[s])
+        }
         problems = [p for p in problems if render_gsm(p)[0] not in held_out]
     return [_gsm_example("synth_gsm", split, i, *render_gsm(p)) for i, p in enumerate(problems)]
 
@@ -110,14 +182,18 @@ def _gsm_problems(split: str, cfg: SynthConfig, seed: int, n: int) -> list[dict]
     return [_random_problem(rng, cfg) for _ in range(n)]
 
 
-def _perturb(problem: dict, kind: str, rng: random.Random, cfg: SynthConfig) -> tuple[str, str, str]:
+def _perturb(
+    problem: dict, kind: str, rng: random.Random, cfg: SynthConfig
+) -> tuple[str, str, str]:
     if kind == "numerical substitution":  # same operations, new numbers
         new = _random_problem(rng, cfg, n_steps=len(problem["steps"]))
         for _ in range(100):
             if [op for op, _ in new["steps"]] == [op for op, _ in problem["steps"]]:
                 return render_gsm({**problem, "start": new["start"], "steps": new["steps"]})
             new = _random_problem(rng, cfg, n_steps=len(problem["steps"]))
-        return render_gsm({**problem, "start": new["start"], "steps": new["steps"], "phrasing": new["phrasing"]})
+        return render_gsm(
+            {**problem, "start": new["start"], "steps": new["steps"], "phrasing": new["phrasing"]}
+        )
     if kind == "digit expansion":  # one more digit in the start value and every +/- operand
         steps = [(op, b * 10 if op in "+-" else b) for op, b in problem["steps"]]
         return render_gsm({**problem, "start": problem["start"] * 10, "steps": steps})
@@ -128,14 +204,17 @@ def _perturb(problem: dict, kind: str, rng: random.Random, cfg: SynthConfig) -> 
     if kind == "adding operation":
         _, value = _solve(problem["start"], problem["steps"])
         step = _pick_step(rng, value, SynthConfig(**{**cfg.__dict__, "operations": "+-"}))
-        return render_gsm({**problem, "steps": [*problem["steps"], step], "phrasing": [*problem["phrasing"], 0]})
+        return render_gsm(
+            {**problem, "steps": [*problem["steps"], step], "phrasing": [*problem["phrasing"], 0]}
+        )
     if kind == "reversing operation":
         return render_gsm(problem, reverse=True)
     raise ValueError(f"unknown perturbation {kind!r}; valid: {', '.join(PERTURBATIONS)}")
 
 
 def synth_gsm_plus(split: str, cfg: SynthConfig, seed: int = 0, n_seeds: int = 300) -> list[dict]:
-    """GSM-Plus twin: `n_seeds` synth_gsm test problems x 5 perturbations (like GSM-Plus testmini)."""
+    """GSM-Plus twin: `n_seeds` synth_gsm test problems x 5 perturbations (like GSM-Plus
+    testmini)."""
     if split != "test":
         raise ValueError("synth_gsm_plus has only a 'test' split (it is for evaluation)")
     rng = random.Random(f"synth_gsm_plus/{seed}")
@@ -144,8 +223,18 @@ def synth_gsm_plus(split: str, cfg: SynthConfig, seed: int = 0, n_seeds: int = 3
     for s, problem in enumerate(seeds):
         for kind in PERTURBATIONS:
             question, solution, answer = _perturb(problem, kind, rng, cfg)
-            out.append(_gsm_example("synth_gsm_plus", split, len(out), question, solution, answer,
-                                    perturbation_type=kind, seed_id=f"synth_gsm-test-{s}"))
+            out.append(
+                _gsm_example(
+                    "synth_gsm_plus",
+                    split,
+                    len(out),
+                    question,
+                    solution,
+                    answer,
+                    perturbation_type=kind,
+                    seed_id=f"synth_gsm-test-{s}",
+                )
+            )
     return out
 
 
@@ -154,56 +243,142 @@ DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sun
 TIMES = ["9 am", "10 am", "noon", "2 pm", "4 pm", "6 pm", "7 pm", "8 pm"]
 COUNTS = ["two", "three", "four", "five", "six"]
 _TOPICS = [
-    dict(topic="restaurant booking",
-         slots=dict(place=["Luigi's", "the Golden Dragon", "Blue Harbor", "Cafe Rosa"], day=DAYS, time=TIMES, size=COUNTS),
-         turns=["I'd like to book a table at {place}, please.", "Of course. For which day?",
-                "{day}, at {time}.", "How many people will come?", "We are {size}.", "Fine, the table is booked."],
-         summaries=["#Person1# books a table for {size} at {place} on {day} at {time}.",
-                    "#Person1# reserves a table at {place} for {size} people on {day} at {time}.",
-                    "#Person2# helps #Person1# book a table at {place} on {day} at {time}."]),
-    dict(topic="doctor appointment",
-         slots=dict(problem=["a headache", "a sore throat", "a bad cough", "back pain"], day=DAYS, time=TIMES),
-         turns=["I need to see the doctor. I have {problem}.", "I am sorry to hear that. When can you come?",
-                "Is {day} possible?", "Yes, the doctor is free on {day} at {time}.", "That works for me.",
-                "Good, I have written you down."],
-         summaries=["#Person1# has {problem} and makes an appointment with the doctor on {day} at {time}.",
-                    "#Person1# will see the doctor on {day} at {time} because of {problem}.",
-                    "#Person2# gives #Person1#, who has {problem}, an appointment on {day} at {time}."]),
-    dict(topic="shopping",
-         slots=dict(item=["a jacket", "a lamp", "a backpack", "a pair of shoes"], color=["red", "blue", "black", "green"],
-                    price=["20", "35", "50", "80"]),
-         turns=["Excuse me, I am looking for {item}.", "We have some over here. Which color do you like?",
-                "I prefer {color}.", "This {color} one costs {price} dollars.", "I will take it.", "Great choice."],
-         summaries=["#Person1# buys {item} in {color} for {price} dollars.",
-                    "#Person1# chooses a {color} one when buying {item}, which costs {price} dollars.",
-                    "#Person2# sells #Person1# {item} in {color} for {price} dollars."]),
-    dict(topic="travel",
-         slots=dict(city=["Paris", "Rome", "Berlin", "Madrid", "Vienna"], day=DAYS, transport=["train", "bus", "plane"]),
-         turns=["I want to travel to {city}.", "When do you want to leave?", "On {day}.",
-                "Would you like to go by {transport}?", "Yes, the {transport} is fine.", "Here is your ticket."],
-         summaries=["#Person1# buys a ticket to travel to {city} by {transport} on {day}.",
-                    "#Person1# will go to {city} on {day} by {transport}.",
-                    "#Person2# sells #Person1# a {transport} ticket to {city} for {day}."]),
-    dict(topic="job interview",
-         slots=dict(job=["teacher", "driver", "designer", "nurse", "cook"], company=["Acme", "Northwind", "Globex", "Initech"],
-                    day=DAYS),
-         turns=["Thank you for coming to {company}. Why do you want to be a {job}?", "I have always liked this kind of work.",
-                "Do you have experience as a {job}?", "Yes, I worked as a {job} for years.",
-                "Good. Can you start on {day}?", "Yes, {day} is fine."],
-         summaries=["#Person2# has an interview at {company} for a job as a {job} and can start on {day}.",
-                    "#Person1# interviews #Person2# for the {job} job at {company}; #Person2# can start on {day}.",
-                    "#Person2# wants to work as a {job} at {company} and will start on {day}."]),
-    dict(topic="lost item",
-         slots=dict(thing=["my wallet", "my keys", "my phone", "my umbrella"], place=["the park", "the bus", "the library", "the office"]),
-         turns=["I think I lost {thing}.", "Where did you last see it?", "In {place}, this morning.",
-                "Let us go back to {place} and look.", "Good idea.", "I hope we find it."],
-         summaries=["#Person1# lost {thing} in {place} and they will go back to look for it.",
-                    "#Person1# thinks {thing} was left in {place}, so they return there.",
-                    "#Person2# helps #Person1# look for {thing} in {place}."]),
+    dict(
+        topic="restaurant booking",
+        slots=dict(
+            place=["Luigi's", "the Golden Dragon", "Blue Harbor", "Cafe Rosa"],
+            day=DAYS,
+            time=TIMES,
+            size=COUNTS,
+        ),
+        turns=[
+            "I'd like to book a table at {place}, please.",
+            "Of course. For which day?",
+            "{day}, at {time}.",
+            "How many people will come?",
+            "We are {size}.",
+            "Fine, the table is booked.",
+        ],
+        summaries=[
+            "#Person1# books a table for {size} at {place} on {day} at {time}.",
+            "#Person1# reserves a table at {place} for {size} people on {day} at {time}.",
+            "#Person2# helps #Person1# book a table at {place} on {day} at {time}.",
+        ],
+    ),
+    dict(
+        topic="doctor appointment",
+        slots=dict(
+            problem=["a headache", "a sore throat", "a bad cough", "back pain"],
+            day=DAYS,
+            time=TIMES,
+        ),
+        turns=[
+            "I need to see the doctor. I have {problem}.",
+            "I am sorry to hear that. When can you come?",
+            "Is {day} possible?",
+            "Yes, the doctor is free on {day} at {time}.",
+            "That works for me.",
+            "Good, I have written you down.",
+        ],
+        summaries=[
+            "#Person1# has {problem} and makes an appointment with the doctor on {day} at {time}.",
+            "#Person1# will see the doctor on {day} at {time} because of {problem}.",
+            "#Person2# gives #Person1#, who has {problem}, an appointment on {day} at {time}.",
+        ],
+    ),
+    dict(
+        topic="shopping",
+        slots=dict(
+            item=["a jacket", "a lamp", "a backpack", "a pair of shoes"],
+            color=["red", "blue", "black", "green"],
+            price=["20", "35", "50", "80"],
+        ),
+        turns=[
+            "Excuse me, I am looking for {item}.",
+            "We have some over here. Which color do you like?",
+            "I prefer {color}.",
+            "This {color} one costs {price} dollars.",
+            "I will take it.",
+            "Great choice.",
+        ],
+        summaries=[
+            "#Person1# buys {item} in {color} for {price} dollars.",
+            "#Person1# chooses a {color} one when buying {item}, which costs {price} dollars.",
+            "#Person2# sells #Person1# {item} in {color} for {price} dollars.",
+        ],
+    ),
+    dict(
+        topic="travel",
+        slots=dict(
+            city=["Paris", "Rome", "Berlin", "Madrid", "Vienna"],
+            day=DAYS,
+            transport=["train", "bus", "plane"],
+        ),
+        turns=[
+            "I want to travel to {city}.",
+            "When do you want to leave?",
+            "On {day}.",
+            "Would you like to go by {transport}?",
+            "Yes, the {transport} is fine.",
+            "Here is your ticket.",
+        ],
+        summaries=[
+            "#Person1# buys a ticket to travel to {city} by {transport} on {day}.",
+            "#Person1# will go to {city} on {day} by {transport}.",
+            "#Person2# sells #Person1# a {transport} ticket to {city} for {day}.",
+        ],
+    ),
+    dict(
+        topic="job interview",
+        slots=dict(
+            job=["teacher", "driver", "designer", "nurse", "cook"],
+            company=["Acme", "Northwind", "Globex", "Initech"],
+            day=DAYS,
+        ),
+        turns=[
+            "Thank you for coming to {company}. Why do you want to be a {job}?",
+            "I have always liked this kind of work.",
+            "Do you have experience as a {job}?",
+            "Yes, I worked as a {job} for years.",
+            "Good. Can you start on {day}?",
+            "Yes, {day} is fine.",
+        ],
+        summaries=[
+            "#Person2# has an interview at {company} for a job as a {job} and can start on {day}.",
+            "#Person1# interviews #Person2# for the {job} job at {company}; #Person2# can start on "
+            "{day}.",
+            "#Person2# wants to work as a {job} at {company} and will start on {day}.",
+        ],
+    ),
+    dict(
+        topic="lost item",
+        slots=dict(
+            thing=["my wallet", "my keys", "my phone", "my umbrella"],
+            place=["the park", "the bus", "the library", "the office"],
+        ),
+        turns=[
+            "I think I lost {thing}.",
+            "Where did you last see it?",
+            "In {place}, this morning.",
+            "Let us go back to {place} and look.",
+            "Good idea.",
+            "I hope we find it.",
+        ],
+        summaries=[
+            "#Person1# lost {thing} in {place} and they will go back to look for it.",
+            "#Person1# thinks {thing} was left in {place}, so they return there.",
+            "#Person2# helps #Person1# look for {thing} in {place}.",
+        ],
+    ),
 ]
-_SMALL_TALK = [("Hello, how are you?", "Fine, thanks. And you?"), ("Nice weather today.", "Yes, it is very sunny."),
-               ("Thank you very much.", "You are welcome."), ("Sorry, I am a bit late.", "No problem at all."),
-               ("It is busy today.", "Yes, many people are here."), ("Have a nice day.", "You too, goodbye.")]
+_SMALL_TALK = [
+    ("Hello, how are you?", "Fine, thanks. And you?"),
+    ("Nice weather today.", "Yes, it is very sunny."),
+    ("Thank you very much.", "You are welcome."),
+    ("Sorry, I am a bit late.", "No problem at all."),
+    ("It is busy today.", "Yes, many people are here."),
+    ("Have a nice day.", "You too, goodbye."),
+]
 
 
 def _dialogue(rng: random.Random, cfg: SynthConfig) -> tuple[str, list[str], str]:
@@ -230,12 +405,24 @@ def synth_summ(split: str, cfg: SynthConfig, seed: int = 0) -> list[dict]:
         dialogue, summaries, topic = _dialogue(rng, cfg)
         if split == "train":
             summaries = [summaries[rng.randrange(len(summaries))]]
-        out.append(dict(id=f"synth_summ-{split}-{i}", task="synth_summ", source=dialogue,
-                        target=summaries[0], references=summaries, topic=topic))
+        out.append(
+            dict(
+                id=f"synth_summ-{split}-{i}",
+                task="synth_summ",
+                source=dialogue,
+                target=summaries[0],
+                references=summaries,
+                topic=topic,
+            )
+        )
     return out
 
 
 if __name__ == "__main__":
     task, split, n = sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    for example in {"synth_gsm": synth_gsm, "synth_gsm_plus": synth_gsm_plus, "synth_summ": synth_summ}[task](split, SynthConfig())[:n]:
+    for example in {
+        "synth_gsm": synth_gsm,
+        "synth_gsm_plus": synth_gsm_plus,
+        "synth_summ": synth_summ,
+    }[task](split, SynthConfig())[:n]:
         print(example, "\n")

@@ -8,6 +8,7 @@ response position with one forward pass of each model over the finished sequence
 prefixes the sampler saw, so the same d_i up to float rounding), then the moving threshold
 K * mean(d_{i-L} .. d_{i-1}); `plot_trace()` draws them, `coloured_html()` shows who wrote what.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,15 @@ import torch
 
 from adaswitch_lib.config import RunConfig, get_profile
 from adaswitch_lib.data import left_pad, load_profile_task, token_limits, tokenize_prompts
-from adaswitch_lib.distill import sampler_config
 from adaswitch_lib.losses import position_divergence
 from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, pair_folder_if_ready, prepare_pair
 from adaswitch_lib.sampler import sample_targets, shared_vocab_size
+from adaswitch_lib.targets import sampler_config
 
-STUDENT_COLOUR, TEACHER_COLOUR = "#cfe2f3", "#f9cb9c"  # light blue / light orange (colour-blind safe pair)
+STUDENT_COLOUR, TEACHER_COLOUR = (
+    "#cfe2f3",
+    "#f9cb9c",
+)  # light blue / light orange (colour-blind safe pair)
 
 
 def load_pair(profile_name: str, pair: str, task: str, cache_dir=CACHE_ROOT):
@@ -33,8 +37,11 @@ def load_pair(profile_name: str, pair: str, task: str, cache_dir=CACHE_ROOT):
     missing, saying so (a few minutes on the cpu profile, seconds on smoke)."""
     profile = get_profile(profile_name)
     if pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is None:
-        print(f"preparing {pair} on {task} for the {profile_name} profile first "
-              f"({'seconds' if profile_name == 'smoke' else 'about 3-5 minutes on 2 cores'}) ...", flush=True)
+        print(
+            f"preparing {pair} on {task} for the {profile_name} profile first "
+            f"({'seconds' if profile_name == 'smoke' else 'about 3-5 minutes on 2 cores'}) ...",
+            flush=True,
+        )
     start = time.perf_counter()
     folder = prepare_pair(profile, pair, task, Path(cache_dir))
     teacher, student, tokenizer = load_prepared(folder, profile.dtype, student_dtype="float32")
@@ -42,58 +49,115 @@ def load_pair(profile_name: str, pair: str, task: str, cache_dir=CACHE_ROOT):
     return teacher, student, tokenizer, load_profile_task(profile, task, "test")
 
 
-def trace(profile_name: str, pair: str, task: str, teacher, student, tokenizer, example, K: float = 3.0,
-          L: int = 10, seed: int = 0, method: str = "adaswitch") -> dict:
+def trace(
+    profile_name: str,
+    pair: str,
+    task: str,
+    teacher,
+    student,
+    tokenizer,
+    example,
+    K: float = 3.0,
+    L: int = 10,
+    seed: int = 0,
+    method: str = "adaswitch",
+) -> dict:
     """One target for one prompt: tokens, who wrote each, d_i at every position, the threshold, the
     switch position (None when the student kept the pen)."""
     profile = get_profile(profile_name)
-    run = RunConfig(profile, pair=pair, task=task, method=method if method in ("skd", "adaswitch") else "on_policy",
-                    adaswitch_k=float(K), adaswitch_window=int(L), seed=seed)
+    run = RunConfig(
+        profile,
+        pair=pair,
+        task=task,
+        method=method if method in ("skd", "adaswitch") else "on_policy",
+        adaswitch_k=float(K),
+        adaswitch_window=int(L),
+        seed=seed,
+    )
     max_prompt, max_new = token_limits(profile, task)
     ids, mask = left_pad(tokenize_prompts(tokenizer, [example], max_prompt), tokenizer.pad_token_id)
     cfg = sampler_config(run, tokenizer, max_new)
     sampler = {"adaswitch": "adaswitch", "skd": "skd"}.get(method, "student")
-    targets = sample_targets(sampler, student, teacher, ids, mask, cfg, torch.Generator().manual_seed(seed))
+    targets = sample_targets(
+        sampler, student, teacher, ids, mask, cfg, torch.Generator().manual_seed(seed)
+    )
     n = int(targets.response_mask[0].sum())
     vocab = shared_vocab_size(student, teacher, len(tokenizer))
     with torch.no_grad():
-        logits = [m(input_ids=targets.sequences, attention_mask=targets.attention_mask).logits[0, :, :vocab].float()
-                  for m in (student, teacher)]
+        logits = [
+            m(input_ids=targets.sequences, attention_mask=targets.attention_mask)
+            .logits[0, :, :vocab]
+            .float()
+            for m in (student, teacher)
+        ]
     p = targets.prompt_length
-    d = position_divergence(logits[0][None, p - 1:p - 1 + n], logits[1][None, p - 1:p - 1 + n], run.divergence)[0].tolist()
-    threshold = [K * sum(d[i - L:i]) / L if i >= L else float("nan") for i in range(n)]
+    d = position_divergence(
+        logits[0][None, p - 1 : p - 1 + n], logits[1][None, p - 1 : p - 1 + n], run.divergence
+    )[0].tolist()
+    threshold = [K * sum(d[i - L : i]) / L if i >= L else float("nan") for i in range(n)]
     switch = int(targets.stats["switch_index"][0]) - 1 if "switch_index" in targets.stats else -1
-    tokens = targets.sequences[0, p:p + n].tolist()
+    tokens = targets.sequences[0, p : p + n].tolist()
     who = ["teacher" if 0 <= switch <= i else "student" for i in range(n)]
-    return dict(method=method, tokens=tokens, pieces=[tokenizer.decode([t]) for t in tokens], who=who, d=d,
-                threshold=threshold, switch=switch if switch >= 0 else None, K=K, L=L,
-                prompt=tokenizer.decode(ids[0][mask[0].bool()], skip_special_tokens=True),
-                text=tokenizer.decode(tokens, skip_special_tokens=True),
-                replaced=int(targets.stats["replaced_tokens"][0]) if "replaced_tokens" in targets.stats else None,
-                sampler_d_at_switch=float(targets.stats["d_at_switch"][0]) if switch >= 0 else None)
+    return dict(
+        method=method,
+        tokens=tokens,
+        pieces=[tokenizer.decode([t]) for t in tokens],
+        who=who,
+        d=d,
+        threshold=threshold,
+        switch=switch if switch >= 0 else None,
+        K=K,
+        L=L,
+        prompt=tokenizer.decode(ids[0][mask[0].bool()], skip_special_tokens=True),
+        text=tokenizer.decode(tokens, skip_special_tokens=True),
+        replaced=int(targets.stats["replaced_tokens"][0])
+        if "replaced_tokens" in targets.stats
+        else None,
+        sampler_d_at_switch=float(targets.stats["d_at_switch"][0]) if switch >= 0 else None,
+    )
 
 
 def plot_trace(t: dict, ax=None):
     """d_i per response token, the moving threshold K * mean of the previous L, the switch point."""
     import matplotlib.pyplot as plt
+
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 2.8))
     positions = range(1, len(t["d"]) + 1)
     ax.plot(positions, t["d"], marker=".", label="$d_i$ = D(teacher ‖ student)")
-    ax.plot(positions, t["threshold"], linestyle="--", label=f"K · mean of previous L (K={t['K']:g}, L={t['L']})")
+    ax.plot(
+        positions,
+        t["threshold"],
+        linestyle="--",
+        label=f"K · mean of previous L (K={t['K']:g}, L={t['L']})",
+    )
     if t["switch"] is not None:
         ax.axvline(t["switch"] + 1, color="black", linewidth=1)
-        ax.axvspan(t["switch"] + 0.5, len(t["d"]) + 0.5, color=TEACHER_COLOUR, alpha=0.4, label="teacher writes")
-    ax.set(xlabel="response token i", ylabel="divergence",
-           title="switch at token %s" % (t["switch"] + 1) if t["switch"] is not None else "no switch: the student wrote it all")
+        ax.axvspan(
+            t["switch"] + 0.5,
+            len(t["d"]) + 0.5,
+            color=TEACHER_COLOUR,
+            alpha=0.4,
+            label="teacher writes",
+        )
+    ax.set(
+        xlabel="response token i",
+        ylabel="divergence",
+        title="switch at token %s" % (t["switch"] + 1)
+        if t["switch"] is not None
+        else "no switch: the student wrote it all",
+    )
     ax.legend(fontsize="small", loc="upper left")
     return ax
 
 
 def coloured_html(t: dict) -> str:
     """The response with each token shaded by who wrote it (blue: student, orange: teacher)."""
-    spans = "".join(f'<span style="background:{STUDENT_COLOUR if w == "student" else TEACHER_COLOUR}">'
-                    f"{html.escape(piece)}</span>" for piece, w in zip(t["pieces"], t["who"]))
+    spans = "".join(
+        f'<span style="background:{STUDENT_COLOUR if w == "student" else TEACHER_COLOUR}">'
+        f"{html.escape(piece)}</span>"
+        for piece, w in zip(t["pieces"], t["who"])
+    )
     return f'<div style="font-family:monospace;white-space:pre-wrap;line-height:1.6">{spans}</div>'
 
 
@@ -107,11 +171,26 @@ def main(argv=None) -> int:
     parser.add_argument("--example", type=int, default=0)
     args = parser.parse_args(argv)
     teacher, student, tokenizer, examples = load_pair(args.profile, args.pair, args.task)
-    t = trace(args.profile, args.pair, args.task, teacher, student, tokenizer, examples[args.example], args.K, args.L)
+    t = trace(
+        args.profile,
+        args.pair,
+        args.task,
+        teacher,
+        student,
+        tokenizer,
+        examples[args.example],
+        args.K,
+        args.L,
+    )
     print(t["prompt"], "\n---")
     print("".join(p if w == "student" else f"[{p}]" for p, w in zip(t["pieces"], t["who"])))
-    print("switch at token", None if t["switch"] is None else t["switch"] + 1, "of", len(t["tokens"]),
-          "(teacher tokens in brackets)")
+    print(
+        "switch at token",
+        None if t["switch"] is None else t["switch"] + 1,
+        "of",
+        len(t["tokens"]),
+        "(teacher tokens in brackets)",
+    )
     return 0
 
 

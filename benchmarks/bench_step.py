@@ -2,9 +2,12 @@
 teacher scoring / student update, and the ratio to on-policy.
 
     python benchmarks/bench_step.py                          # random-init pair, TRL's GKD shape
-    python benchmarks/bench_step.py --prepared .cache/models/cpu/tiny-qwen-synth_gsm-XXXX --task synth_gsm
-    python benchmarks/bench_step.py --teacher-shape 36,2048,16,2,11008 --student-shape 24,896,14,2,4864 \
-        --vocab 151936 --teacher-dtype bfloat16 --batch 8 --steps 4 --repeats 1   # Qwen2.5-3B/0.5B shapes, GPU
+    python benchmarks/bench_step.py --prepared .cache/models/cpu/tiny-qwen-synth_gsm-XXXX --task
+    synth_gsm
+    python benchmarks/bench_step.py --teacher-shape 36,2048,16,2,11008 --student-shape
+    24,896,14,2,4864 \
+        --vocab 151936 --teacher-dtype bfloat16 --batch 8 --steps 4 --repeats 1   # Qwen2.5-3B/0.5B
+        shapes, GPU
 
 Default shape: teacher 4x256 (4.2 M parameters), student 2x128 (0.6 M), vocab 426, batch 16 x 64
 new tokens, fp32, 2 threads: the shape at which TRL 1.16's GKDTrainer took 0.34 s per on-policy
@@ -12,8 +15,10 @@ step on these machines. With random weights no row ends early (no EOS) and nothi
 unless K is small; `--prepared` uses a trained pair and real prompts instead. Every method runs
 `distill.distill` itself, so the numbers are what a run pays. Methods alternate (A B B A ...) and
 the first steps of each repeat are warm-up; medians over the rest. `--teacher-attention
-auto,sdpa` times each method with the teacher's attention as a run has it and with SDPA, side by side.
+auto,sdpa` times each method with the teacher's attention as a run has it and with SDPA, side by
+side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +37,7 @@ from adaswitch_lib.models import choose_attention, register_short_query_attentio
 
 class _Tokenizer:
     """Just what the loop asks of a tokenizer, for a random-init pair without one."""
+
     def __init__(self, vocab):
         self.vocab, self.pad_token_id, self.eos_token_id = vocab, 0, None
 
@@ -41,12 +47,22 @@ class _Tokenizer:
 
 def random_pair(vocab: int, teacher_shape: TinyShape, student_shape: TinyShape):
     from transformers import Qwen2Config, Qwen2ForCausalLM
+
     def make(shape, seed):
         torch.manual_seed(seed)
-        return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-                                            num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-                                            intermediate_size=shape.intermediate, max_position_embeddings=512,
-                                            tie_word_embeddings=True))
+        return Qwen2ForCausalLM(
+            Qwen2Config(
+                vocab_size=vocab,
+                hidden_size=shape.hidden,
+                num_hidden_layers=shape.layers,
+                num_attention_heads=shape.heads,
+                num_key_value_heads=shape.kv_heads,
+                intermediate_size=shape.intermediate,
+                max_position_embeddings=512,
+                tie_word_embeddings=True,
+            )
+        )
+
     return make(teacher_shape, 1), make(student_shape, 2), _Tokenizer(vocab)
 
 
@@ -57,46 +73,89 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", default="on_policy,off_policy,skd,adaswitch")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=6, help="steps per repeat (the first is warm-up)")
+    parser.add_argument(
+        "--steps", type=int, default=6, help="steps per repeat (the first is warm-up)"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--K", type=float, default=3.0)
     parser.add_argument("--L", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--teacher-dtype", default="float32", help="the frozen teacher's dtype: float32 or bfloat16")
-    parser.add_argument("--teacher-continuation", default="exact", help="AdaSwitch after the switch: exact or speculative")
-    parser.add_argument("--mixed-precision", default="no", help="accelerate's mixed_precision: no, bf16, fp16")
-    parser.add_argument("--teacher-shape", help="random-init teacher: layers,hidden,heads,kv_heads,intermediate "
-                                                "(default: the cpu profile's)")
+    parser.add_argument(
+        "--teacher-dtype", default="float32", help="the frozen teacher's dtype: float32 or bfloat16"
+    )
+    parser.add_argument(
+        "--teacher-continuation",
+        default="exact",
+        help="AdaSwitch after the switch: exact or speculative",
+    )
+    parser.add_argument(
+        "--mixed-precision", default="no", help="accelerate's mixed_precision: no, bf16, fp16"
+    )
+    parser.add_argument(
+        "--teacher-shape",
+        help="random-init teacher: layers,hidden,heads,kv_heads,intermediate "
+        "(default: the cpu profile's)",
+    )
     parser.add_argument("--student-shape", help="random-init student, likewise")
     parser.add_argument("--vocab", type=int, default=426, help="random-init pair's vocabulary")
-    parser.add_argument("--teacher-attention", default="auto",
-                        help="comma list, each variant timed side by side: auto (what a run uses: short-query "
-                             "for a bf16 teacher on CPU, else SDPA), sdpa, eager, short-query")
+    parser.add_argument(
+        "--teacher-attention",
+        default="auto",
+        help="comma list, each variant timed side by side: auto (what a run uses: short-query "
+        "for a bf16 teacher on CPU, else SDPA), sdpa, eager, short-query",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    profile = get_profile("cpu", kd_batch_size=args.batch, eval_every_early=10**6, eval_every=10**6, log_every=10**6,
-                          kd_mixed_precision=args.mixed_precision)
+    profile = get_profile(
+        "cpu",
+        kd_batch_size=args.batch,
+        eval_every_early=10**6,
+        eval_every=10**6,
+        log_every=10**6,
+        kd_mixed_precision=args.mixed_precision,
+    )
     if args.prepared:
         from adaswitch_lib.data import load_profile_task, tokenize_pairs
         from adaswitch_lib.prepare import load_prepared
+
         teacher, student, tokenizer = load_prepared(Path(args.prepared))
-        max_prompt = profile.max_prompt_tokens_gsm if "gsm" in args.task else profile.max_prompt_tokens_summ
-        pairs = tokenize_pairs(tokenizer, load_profile_task(profile, args.task, "kd"), max_prompt, args.new_tokens)
+        max_prompt = (
+            profile.max_prompt_tokens_gsm if "gsm" in args.task else profile.max_prompt_tokens_summ
+        )
+        pairs = tokenize_pairs(
+            tokenizer, load_profile_task(profile, args.task, "kd"), max_prompt, args.new_tokens
+        )
         shape = f"prepared {Path(args.prepared).name}"
     else:
-        shapes = [TinyShape(*(int(x) for x in spec.split(","))) if spec else default for spec, default in
-                  ((args.teacher_shape, profile.teacher_shape), (args.student_shape, profile.student_shape))]
+        shapes = [
+            TinyShape(*(int(x) for x in spec.split(","))) if spec else default
+            for spec, default in (
+                (args.teacher_shape, profile.teacher_shape),
+                (args.student_shape, profile.student_shape),
+            )
+        ]
         teacher, student, tokenizer = random_pair(args.vocab, *shapes)
         g = torch.Generator().manual_seed(0)
-        pairs = [(torch.randint(3, args.vocab, (int(n),), generator=g).tolist(),
-                  torch.randint(3, args.vocab, (args.new_tokens,), generator=g).tolist())
-                 for n in torch.randint(30, 60, (256,), generator=g)]
-        shape = (f"random-init {shapes[0].layers}x{shapes[0].hidden} -> {shapes[1].layers}x{shapes[1].hidden}, "
-                 f"vocab {args.vocab}")
+        pairs = [
+            (
+                torch.randint(3, args.vocab, (int(n),), generator=g).tolist(),
+                torch.randint(3, args.vocab, (args.new_tokens,), generator=g).tolist(),
+            )
+            for n in torch.randint(30, 60, (256,), generator=g)
+        ]
+        shape = (
+            f"random-init {shapes[0].layers}x{shapes[0].hidden} -> "
+            f"{shapes[1].layers}x{shapes[1].hidden}, "
+            f"vocab {args.vocab}"
+        )
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where distill will put the teacher
     teacher = choose_attention(teacher.to(device=device, dtype=getattr(torch, args.teacher_dtype)))
-    attention = {"auto": teacher.config._attn_implementation, "sdpa": "sdpa", "eager": "eager",
-                 "short-query": register_short_query_attention()}
+    attention = {
+        "auto": teacher.config._attn_implementation,
+        "sdpa": "sdpa",
+        "eager": "eager",
+        "short-query": register_short_query_attention(),
+    }
     state = {k: v.clone() for k, v in student.state_dict().items()}
     variants = [(m, a) for m in args.methods.split(",") for a in args.teacher_attention.split(",")]
     order = [v for r in range(args.repeats) for v in (variants if r % 2 == 0 else variants[::-1])]
@@ -104,25 +163,52 @@ def main(argv=None) -> None:
     for method, attn in order:
         teacher.set_attn_implementation(attention[attn])
         student.load_state_dict(state)  # every repeat starts from the same student
-        run = RunConfig(profile=profile, pair="tiny-qwen", task=args.task, method=method, adaswitch_k=args.K, teacher_continuation=args.teacher_continuation,
-                        adaswitch_window=args.L)
-        out = distill(run, teacher, student, tokenizer, pairs, max_new_tokens=args.new_tokens, steps=args.steps)
+        run = RunConfig(
+            profile=profile,
+            pair="tiny-qwen",
+            task=args.task,
+            method=method,
+            adaswitch_k=args.K,
+            teacher_continuation=args.teacher_continuation,
+            adaswitch_window=args.L,
+        )
+        out = distill(
+            run,
+            teacher,
+            student,
+            tokenizer,
+            pairs,
+            max_new_tokens=args.new_tokens,
+            steps=args.steps,
+        )
         per_method[(method, attn)] += out.log[1:]  # the first step of each repeat warms up
-    print(f"{shape}; batch {args.batch} x {args.new_tokens} new tokens; {args.threads} threads; "
-          f"teacher {args.teacher_dtype}, mixed precision {args.mixed_precision}, continuation {args.teacher_continuation}; K={args.K}, L={args.L}; medians over {args.repeats} x {args.steps - 1} steps")
-    base = statistics.median(sum(e["seconds"].values()) for e in per_method.get(("on_policy", variants[0][1]),
-                                                                                 per_method[variants[0]]))
-    print("| method | teacher attention | s/step | / on-policy | sampling | teacher scoring | student update | tokens/row | switch rate |")
+    print(
+        f"{shape}; batch {args.batch} x {args.new_tokens} new tokens; {args.threads} threads; "
+        f"teacher {args.teacher_dtype}, mixed precision {args.mixed_precision}, continuation "
+        f"{args.teacher_continuation}; K={args.K}, L={args.L}; "
+        f"medians over {args.repeats} x {args.steps - 1} steps"
+    )
+    base = statistics.median(
+        sum(e["seconds"].values())
+        for e in per_method.get(("on_policy", variants[0][1]), per_method[variants[0]])
+    )
+    print(
+        "| method | teacher attention | s/step | / on-policy | sampling | teacher scoring | "
+        "student update | tokens/row | switch rate |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for method, attn in variants:
         log = per_method[(method, attn)]
         total = statistics.median(sum(e["seconds"].values()) for e in log)
         split = {k: statistics.median(e["seconds"][k] for e in log) for k in log[0]["seconds"]}
         switch = statistics.mean(e["switch_rate"] for e in log) if "switch_rate" in log[0] else None
-        print(f"| {method} | {attention[attn]} | {total:.3f} | {total / base:.2f}x | {split['sampling']:.3f} | "
-              f"{split['teacher_scoring']:.3f} | {split['student_update']:.3f} | "
-              f"{statistics.mean(e['mean_response_length'] for e in log):.1f} | "
-              f"{'-' if switch is None else f'{switch:.0%}'} |")
+        print(
+            f"| {method} | {attention[attn]} | {total:.3f} | {total / base:.2f}x | "
+            f"{split['sampling']:.3f} | "
+            f"{split['teacher_scoring']:.3f} | {split['student_update']:.3f} | "
+            f"{statistics.mean(e['mean_response_length'] for e in log):.1f} | "
+            f"{'-' if switch is None else f'{switch:.0%}'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """What makes the cpu profile's numbers move between machines? Train the cpu profile's tiny teacher
 for a few steps under different settings, each in its own process, and compare the weights.
 
-    python benchmarks/determinism.py                 # threads 1 vs 2, bf16 autocast vs fp32, bf16 ISA capped
+    python benchmarks/determinism.py                 # threads 1 vs 2, bf16 autocast vs fp32, bf16
+    ISA capped
     python benchmarks/determinism.py --steps 40 --task synth_summ
 
 Settings: torch threads (1 or 2), bf16 autocast on or off (the profile's `train_bf16`), and oneDNN
@@ -9,6 +10,7 @@ limited to AVX-512 without the BF16 instructions (`ONEDNN_MAX_CPU_ISA=AVX512_COR
 is what a CPU without AVX512-BF16 (or AMX) runs. Identical checksums mean the setting does not
 change the prepared models; different ones mean results depend on it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +22,12 @@ import sys
 SETTINGS = [  # (label, threads, bf16, environment)
     ("1 thread, bf16 autocast", 1, True, {}),
     ("2 threads, bf16 autocast", 2, True, {}),
-    ("1 thread, bf16 autocast, no AVX512-BF16", 1, True, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}),
+    (
+        "1 thread, bf16 autocast, no AVX512-BF16",
+        1,
+        True,
+        {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
+    ),
     ("1 thread, fp32", 1, False, {}),
     ("2 threads, fp32", 2, False, {}),
     ("1 thread, fp32, no AVX512-BF16", 1, False, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}),
@@ -29,24 +36,48 @@ SETTINGS = [  # (label, threads, bf16, environment)
 
 def child(task: str, steps: int, threads: int, bf16: bool) -> dict:
     import torch
+
     torch.set_num_threads(threads)
     from adaswitch_lib import models
     from adaswitch_lib.config import get_profile
-    from adaswitch_lib.data import format_completion, format_prompt, load_profile_task, token_limits, tokenize_pairs
+    from adaswitch_lib.data import (
+        format_completion,
+        format_prompt,
+        load_profile_task,
+        token_limits,
+        tokenize_pairs,
+    )
     from adaswitch_lib.prepare import sft_attention, supervised_finetune
+
     profile = get_profile("cpu")
     train = load_profile_task(profile, task, "train")
     val = load_profile_task(profile, task, "validation")[:64]
-    tokenizer = models.train_tokenizer([format_prompt(e) + format_completion(e) for e in train], profile.tokenizer_vocab)
-    teacher = models.tiny_model("tiny-qwen", profile.teacher_shape, tokenizer, profile.dropout, seed=1)
+    tokenizer = models.train_tokenizer(
+        [format_prompt(e) + format_completion(e) for e in train], profile.tokenizer_vocab
+    )
+    teacher = models.tiny_model(
+        "tiny-qwen", profile.teacher_shape, tokenizer, profile.dropout, seed=1
+    )
     max_prompt, max_new = token_limits(profile, task)
-    history = supervised_finetune(teacher, tokenize_pairs(tokenizer, train, max_prompt, max_new),
-                                  tokenize_pairs(tokenizer, val, max_prompt, max_new), steps, profile.teacher_lr,
-                                  profile.teacher_batch_size, tokenizer.pad_token_id, profile.warmup_ratio,
-                                  eval_every=steps, log_every=10 ** 9, bf16=bf16,
-                                  attention=sft_attention("cpu"), length_groups=profile.length_groups)
+    history = supervised_finetune(
+        teacher,
+        tokenize_pairs(tokenizer, train, max_prompt, max_new),
+        tokenize_pairs(tokenizer, val, max_prompt, max_new),
+        steps,
+        profile.teacher_lr,
+        profile.teacher_batch_size,
+        tokenizer.pad_token_id,
+        profile.warmup_ratio,
+        eval_every=steps,
+        log_every=10**9,
+        bf16=bf16,
+        attention=sft_attention("cpu"),
+        length_groups=profile.length_groups,
+    )
     checksum = sum(float(p.double().sum()) for p in teacher.parameters())
-    return dict(checksum=checksum, last_train_loss=history["train_loss"][-1], seconds=history["seconds"])
+    return dict(
+        checksum=checksum, last_train_loss=history["train_loss"][-1], seconds=history["seconds"]
+    )
 
 
 def main():
@@ -58,17 +89,36 @@ def main():
     if args.child:
         print(json.dumps(child(args.task, args.steps, int(args.child[0]), args.child[1] == "1")))
         return
-    print(f"cpu profile teacher, {args.task}, {args.steps} steps from the same seed; each setting in its own process\n")
+    print(
+        f"cpu profile teacher, {args.task}, {args.steps} steps from the same seed; each setting in "
+        "its own process\n"
+    )
     print("| setting | weight checksum | last train loss | seconds |\n|---|---|---|---|")
     for label, threads, bf16, env in SETTINGS:
-        out = subprocess.run([sys.executable, __file__, "--task", args.task, "--steps", str(args.steps),
-                              "--child", str(threads), "1" if bf16 else "0"], capture_output=True, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": str(threads), **env})
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--task",
+                args.task,
+                "--steps",
+                str(args.steps),
+                "--child",
+                str(threads),
+                "1" if bf16 else "0",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(threads), **env},
+        )
         if out.returncode:
             print(f"| {label} | failed: {out.stderr.strip().splitlines()[-1]} | | |")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {label} | {r['checksum']:.10f} | {r['last_train_loss']:.6f} | {r['seconds']:.1f} |", flush=True)
+        print(
+            f"| {label} | {r['checksum']:.10f} | {r['last_train_loss']:.6f} | {r['seconds']:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 """Shared fixtures: where the real data lives (outside the repo), and fast thread settings."""
+
+import os
 from pathlib import Path
 
 import pytest
@@ -6,10 +8,11 @@ import torch
 
 torch.set_num_threads(2)
 
-import os
-
-# The shared folder beside the checkout; ADASWITCH_SHARED_DATA points elsewhere (e.g. from a clone elsewhere).
-SHARED_DATA = Path(os.environ.get("ADASWITCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# The shared folder beside the checkout; ADASWITCH_SHARED_DATA points elsewhere (e.g. from a clone
+# elsewhere).
+SHARED_DATA = Path(
+    os.environ.get("ADASWITCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 @pytest.fixture(scope="session")

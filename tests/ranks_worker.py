@@ -7,6 +7,7 @@ Rank 0's rows never stop before max_new_tokens; rank 1's rows end early (its EOS
 write soon), so the ranks finish at different rounds. With --alone the samplers do not agree
 (no `gather`): the counts then differ, which shows that the test can fail.
 """
+
 import dataclasses
 import json
 import sys
@@ -20,15 +21,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adaswitch_lib.data import left_pad  # noqa: E402
 from adaswitch_lib.sampler import SamplerConfig, sample_targets  # noqa: E402
 
-CASES = [("student", {}), ("skd", {}), ("adaswitch", dict(teacher_continuation="exact")),
-         ("adaswitch", dict(teacher_continuation="speculative"))]
+CASES = [
+    ("student", {}),
+    ("skd", {}),
+    ("adaswitch", dict(teacher_continuation="exact")),
+    ("adaswitch", dict(teacher_continuation="speculative")),
+]
 
 
 def model(layers, hidden, seed):
     torch.manual_seed(seed)
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=16, hidden_size=hidden, num_hidden_layers=layers,
-                                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=2 * hidden,
-                                        max_position_embeddings=128)).eval()
+    return Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=16,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=128,
+        )
+    ).eval()
 
 
 def main():
@@ -47,25 +60,47 @@ def main():
         return torch.stack(table)
 
     g = torch.Generator().manual_seed(100 + rank)
-    ids, mask = left_pad([torch.randint(3, 16, (int(n),), generator=g).tolist() for n in (3, 7, 5, 4)], 0)
+    ids, mask = left_pad(
+        [torch.randint(3, 16, (int(n),), generator=g).tolist() for n in (3, 7, 5, 4)], 0
+    )
     report = {}
     for method, extra in CASES:
-        cfg = SamplerConfig(max_new_tokens=32, adaswitch_k=1.05, adaswitch_window=3, draft_chunk=4, pad_token_id=0,
-                            **extra)
+        cfg = SamplerConfig(
+            max_new_tokens=32,
+            adaswitch_k=1.05,
+            adaswitch_window=3,
+            draft_chunk=4,
+            pad_token_id=0,
+            **extra,
+        )
         noise = torch.rand(3, ids.shape[0], 32, generator=torch.Generator().manual_seed(7 + rank))
-        if rank == 1:  # an EOS every row writes early; a row's tokens before its EOS do not depend on it
+        if (
+            rank == 1
+        ):  # an EOS every row writes early; a row's tokens before its EOS do not depend on it
             probe = sample_targets(method, student, teacher, ids, mask, cfg, noise=noise).responses
+
             def stop(token):  # the position where the last row would stop
                 hits = (probe == token).float()
                 return float(torch.where(hits.any(1), hits.argmax(1).float(), 99.0).max())
+
             cfg = dataclasses.replace(cfg, eos_token_id=min(range(3, 16), key=stop))
-        single = sample_targets(method, student, teacher, ids, mask, cfg, noise=noise)  # this rank on its own
+        single = sample_targets(
+            method, student, teacher, ids, mask, cfg, noise=noise
+        )  # this rank on its own
         calls.update(student=0, teacher=0)
-        synced = sample_targets(method, student, teacher, ids, mask, cfg, noise=noise, gather=None if alone else gather)
+        synced = sample_targets(
+            method, student, teacher, ids, mask, cfg, noise=noise, gather=None if alone else gather
+        )
         key = f"{method}/{extra.get('teacher_continuation', '-')}"
-        report[key] = dict(calls=dict(calls), lengths=synced.response_mask.sum(-1).tolist(),
-                           equal_to_alone=bool(torch.equal(synced.responses * synced.response_mask,
-                                                           single.responses * single.response_mask)))
+        report[key] = dict(
+            calls=dict(calls),
+            lengths=synced.response_mask.sum(-1).tolist(),
+            equal_to_alone=bool(
+                torch.equal(
+                    synced.responses * synced.response_mask, single.responses * single.response_mask
+                )
+            ),
+        )
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 

@@ -2,6 +2,7 @@
 `chromium` + `chromium-driver`, driven by Selenium), every cell run, plots and widgets rendered,
 no error output; a screenshot goes to results/browser/walkthrough.png. Skips when Chromium,
 its driver or Selenium is absent (`.ci/run` installs them)."""
+
 import json
 import os
 import shutil
@@ -18,8 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed"
+    ),
+]
 
 
 def _free_port() -> int:
@@ -39,11 +44,23 @@ def lab(tmp_path):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "00_walkthrough.ipynb").write_text(json.dumps(nb))
     port, token = _free_port(), "adaswitch-test"
-    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                             f"--ServerApp.token={token}", f"--ServerApp.root_dir={tmp_path}",
-                             "--LabApp.expose_app_in_browser=True", "--allow-root"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--LabApp.expose_app_in_browser=True",
+            "--allow-root",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -64,37 +81,66 @@ def test_walkthrough_runs_in_jupyterlab_with_plots_and_widgets(lab):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,3000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,3000",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
         driver.get(lab)
         deadline = time.time() + 90
-        while time.time() < deadline and not driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"):
+        while time.time() < deadline and not driver.find_elements(
+            By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"
+        ):
             time.sleep(0.5)
-        while time.time() < deadline and "idle" not in (driver.execute_script(
+        while time.time() < deadline and "idle" not in (
+            driver.execute_script(
                 "const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                "return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-                " ? w.sessionContext.session.kernel.status : ''") or ""):
+                "return w && w.sessionContext && w.sessionContext.session && "
+                "w.sessionContext.session.kernel"
+                " ? w.sessionContext.session.kernel.status : ''"
+            )
+            or ""
+        ):
             time.sleep(0.5)
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         n_code = len(driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"))
         deadline = time.time() + 300
         while time.time() < deadline:
-            prompts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
-            if len(prompts) == n_code and all(p.strip().startswith("[") and p.strip()[1:-2].isdigit() for p in prompts):
+            prompts = [
+                e.text
+                for e in driver.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")
+            ]
+            if len(prompts) == n_code and all(
+                p.strip().startswith("[") and p.strip()[1:-2].isdigit() for p in prompts
+            ):
                 break
             time.sleep(1)
         else:
             pytest.fail(f"cells did not finish within 300 s: prompts {prompts}")
         time.sleep(2)  # let the last outputs and widget views render
-        errors = driver.find_elements(By.CSS_SELECTOR, '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
-        stderr = [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-mime-type="application/vnd.jupyter.stderr"]')]
+        errors = driver.find_elements(
+            By.CSS_SELECTOR, '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]'
+        )
+        stderr = [
+            e.text
+            for e in driver.find_elements(
+                By.CSS_SELECTOR, '[data-mime-type="application/vnd.jupyter.stderr"]'
+            )
+        ]
         images = driver.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
-        sliders = driver.find_elements(By.CSS_SELECTOR, ".widget-slider, .jupyter-widget-slider, .widget-hslider")
-        coloured = driver.find_elements(By.CSS_SELECTOR, ".jp-RenderedHTMLCommon span[style*='background']")
+        sliders = driver.find_elements(
+            By.CSS_SELECTOR, ".widget-slider, .jupyter-widget-slider, .widget-hslider"
+        )
+        coloured = driver.find_elements(
+            By.CSS_SELECTOR, ".jp-RenderedHTMLCommon span[style*='background']"
+        )
         out = ROOT / "results" / "browser"
         out.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(out / "walkthrough.png"))

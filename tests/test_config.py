@@ -17,7 +17,12 @@ def test_profiles_carry_the_paper_hyperparameters():
     assert (paper.student_temperature, paper.student_top_p) == (0.5, 0.5)
     assert (paper.teacher_temperature, paper.teacher_top_p) == (0.2, 0.5)
     run = RunConfig(profile=paper, pair="qwen", task="gsm8k")
-    assert (run.adaswitch_k, run.adaswitch_window, run.skd_top_k, run.divergence) == (3.0, 10, 25, "forward_kl")
+    assert (run.adaswitch_k, run.adaswitch_window, run.skd_top_k, run.divergence) == (
+        3.0,
+        10,
+        25,
+        "forward_kl",
+    )
 
 
 def test_named_profiles_and_tiny_sizes():
@@ -32,37 +37,85 @@ def test_run_id_is_stable_and_sensitive():
     base = RunConfig(profile=get_profile("smoke"))
     assert run_id(base) == run_id(RunConfig(profile=get_profile("smoke")))
     # same id in another process (no reliance on Python's salted hash())
-    code = "from adaswitch_lib.config import *; print(run_id(RunConfig(profile=get_profile('smoke'))))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = (
+        "from adaswitch_lib.config import *; print(run_id(RunConfig(profile=get_profile('smoke'))))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert other == run_id(base)
     # every result-changing field, top-level or nested in the profile, changes the id
-    changed = [dataclasses.replace(base, seed=1), dataclasses.replace(base, adaswitch_k=4.0),
-               dataclasses.replace(base, method="skd"), dataclasses.replace(base, adaswitch_k=math.inf),
-               dataclasses.replace(base, profile=get_profile("smoke", kd_lr=2e-3)),
-               dataclasses.replace(base, profile=get_profile("smoke", student_shape=TinyShape(1, 32, 2, 1, 96)))]
+    changed = [
+        dataclasses.replace(base, seed=1),
+        dataclasses.replace(base, adaswitch_k=4.0),
+        dataclasses.replace(base, method="skd"),
+        dataclasses.replace(base, adaswitch_k=math.inf),
+        dataclasses.replace(base, profile=get_profile("smoke", kd_lr=2e-3)),
+        dataclasses.replace(
+            base, profile=get_profile("smoke", student_shape=TinyShape(1, 32, 2, 1, 96))
+        ),
+    ]
     ids = {run_id(r) for r in changed}
     assert len(ids) == len(changed) and run_id(base) not in ids
     # fields that only affect logging or paths do not
     assert run_id(dataclasses.replace(base, results_dir="/elsewhere")) == run_id(base)
-    assert run_id(dataclasses.replace(base, profile=get_profile("smoke", log_every=99))) == run_id(base)
+    assert run_id(dataclasses.replace(base, profile=get_profile("smoke", log_every=99))) == run_id(
+        base
+    )
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: get_profile("laptop"), "unknown profile 'laptop'; valid names: smoke, cpu, cpu-full, colab, paper"),
-    (lambda: RunConfig(profile=get_profile("smoke"), task="gsm9k"), "unknown task 'gsm9k'; valid names: gsm8k"),
-    (lambda: RunConfig(profile=get_profile("smoke"), pair="gpt"), "unknown pair 'gpt'; valid names: qwen"),
-    (lambda: RunConfig(profile=get_profile("smoke"), method="dpo"), "unknown method 'dpo'; valid names: sft"),
-    (lambda: RunConfig(profile=get_profile("smoke"), adaswitch_k=0), "adaswitch_k (K) = 0 is outside the allowed range (0, inf)"),
-    (lambda: RunConfig(profile=get_profile("smoke"), adaswitch_k=-1.0), "adaswitch_k (K) = -1.0"),
-    (lambda: RunConfig(profile=get_profile("smoke"), adaswitch_window=0), "adaswitch_window (L) = 0 is outside the allowed range [1, inf)"),
-    (lambda: get_profile("smoke", student_top_p=0.0), "student_top_p = 0.0 is outside the allowed range (0, 1]"),
-    (lambda: get_profile("smoke", teacher_top_p=1.5), "teacher_top_p = 1.5 is outside the allowed range (0, 1]"),
-    (lambda: get_profile("smoke", kd_steps=-3), "kd_steps = -3 is outside the allowed range [0, inf)"),
-    (lambda: get_profile("smoke", teacher_steps=-1), "teacher_steps = -1"),
-    (lambda: get_profile("smoke", bogus=1), "unknown profile field 'bogus'"),
-    (lambda: RunConfig(profile=get_profile("smoke"), skd_top_p=1.2), "skd_top_p = 1.2"),
-    (lambda: TinyShape(layers=2, hidden=100, heads=3), "TinyShape: hidden (100) must divide by heads (3)"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: get_profile("laptop"),
+            "unknown profile 'laptop'; valid names: smoke, cpu, cpu-full, colab, paper",
+        ),
+        (
+            lambda: RunConfig(profile=get_profile("smoke"), task="gsm9k"),
+            "unknown task 'gsm9k'; valid names: gsm8k",
+        ),
+        (
+            lambda: RunConfig(profile=get_profile("smoke"), pair="gpt"),
+            "unknown pair 'gpt'; valid names: qwen",
+        ),
+        (
+            lambda: RunConfig(profile=get_profile("smoke"), method="dpo"),
+            "unknown method 'dpo'; valid names: sft",
+        ),
+        (
+            lambda: RunConfig(profile=get_profile("smoke"), adaswitch_k=0),
+            "adaswitch_k (K) = 0 is outside the allowed range (0, inf)",
+        ),
+        (
+            lambda: RunConfig(profile=get_profile("smoke"), adaswitch_k=-1.0),
+            "adaswitch_k (K) = -1.0",
+        ),
+        (
+            lambda: RunConfig(profile=get_profile("smoke"), adaswitch_window=0),
+            "adaswitch_window (L) = 0 is outside the allowed range [1, inf)",
+        ),
+        (
+            lambda: get_profile("smoke", student_top_p=0.0),
+            "student_top_p = 0.0 is outside the allowed range (0, 1]",
+        ),
+        (
+            lambda: get_profile("smoke", teacher_top_p=1.5),
+            "teacher_top_p = 1.5 is outside the allowed range (0, 1]",
+        ),
+        (
+            lambda: get_profile("smoke", kd_steps=-3),
+            "kd_steps = -3 is outside the allowed range [0, inf)",
+        ),
+        (lambda: get_profile("smoke", teacher_steps=-1), "teacher_steps = -1"),
+        (lambda: get_profile("smoke", bogus=1), "unknown profile field 'bogus'"),
+        (lambda: RunConfig(profile=get_profile("smoke"), skd_top_p=1.2), "skd_top_p = 1.2"),
+        (
+            lambda: TinyShape(layers=2, hidden=100, heads=3),
+            "TinyShape: hidden (100) must divide by heads (3)",
+        ),
+    ],
+)
 def test_bad_input_gives_one_clear_error(make, message):
     with pytest.raises(ConfigError) as info:
         make()
@@ -75,12 +128,34 @@ def test_every_config_field_carries_its_help():
     adaswitch_lib.config` read it from there), and `affects_result` there decides the run id."""
     import dataclasses
 
-    from adaswitch_lib.config import Profile, RunConfig, SynthConfig, TinyShape, field_help, flat_help
+    from adaswitch_lib.config import (
+        Profile,
+        RunConfig,
+        SynthConfig,
+        TinyShape,
+        field_help,
+        flat_help,
+    )
+
     for cls in (Profile, RunConfig, SynthConfig, TinyShape):
-        missing = [f.name for f in dataclasses.fields(cls) if f.name != "profile" and not f.metadata.get("help")]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name != "profile" and not f.metadata.get("help")
+        ]
         assert not missing, f"{cls.__name__} fields without help: {missing}"
     assert field_help(RunConfig)["adaswitch_k"].startswith("switch when d_i > K")
     assert "synth.max_operand" in flat_help(Profile) and "teacher_shape" in flat_help(Profile)
-    unaffecting = {f.name for f in dataclasses.fields(Profile) if f.metadata["affects_result"] is False}
-    assert unaffecting == {"log_every", "seeds", "figure_pairs", "figure_tasks", "fig3_methods", "fig3_divergences",
-                           "fig6_k", "fig6_window"}
+    unaffecting = {
+        f.name for f in dataclasses.fields(Profile) if f.metadata["affects_result"] is False
+    }
+    assert unaffecting == {
+        "log_every",
+        "seeds",
+        "figure_pairs",
+        "figure_tasks",
+        "fig3_methods",
+        "fig3_divergences",
+        "fig6_k",
+        "fig6_window",
+    }

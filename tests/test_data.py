@@ -11,7 +11,9 @@ from adaswitch_lib.data import format_completion, format_prompt, load_task, scor
 from adaswitch_lib.errors import DataUnavailableError
 from adaswitch_lib.synth import PERTURBATIONS
 
-SMALL = SynthConfig(n_train_gsm=300, n_val_gsm=50, n_test_gsm=60, n_train_summ=200, n_val_summ=30, n_test_summ=30)
+SMALL = SynthConfig(
+    n_train_gsm=300, n_val_gsm=50, n_test_gsm=60, n_train_summ=200, n_val_summ=30, n_test_summ=30
+)
 
 
 def read_jsonl(path):
@@ -24,7 +26,9 @@ def test_answer_extraction_on_every_gsm8k_test_answer(shared_data):
     assert len(rows) == 1319
     for row in rows:
         gold = row["answer"].split("####")[-1].strip()
-        assert metrics.extract_answer(row["answer"]) == Fraction(gold.replace(",", "")), row["answer"]
+        assert metrics.extract_answer(row["answer"]) == Fraction(gold.replace(",", "")), row[
+            "answer"
+        ]
     # and the solution text scored against its own answers is 100 % accurate
     examples = load_task("gsm8k", "test", path=shared_data / "gsm8k" / "test.jsonl")
     assert score("gsm8k", [e["target"] for e in examples], examples) == 100.0
@@ -35,44 +39,69 @@ def test_answer_extraction_on_gsm_plus_testmini(shared_data):
     answered = [r for r in rows if r["answer"] != "None"]
     assert len(answered) == 2100
     for row in answered:
-        assert metrics.extract_answer(row["solution"]) == metrics.parse_number(row["answer"]), row["solution"][-80:]
+        assert metrics.extract_answer(row["solution"]) == metrics.parse_number(row["answer"]), row[
+            "solution"
+        ][-80:]
 
 
 def test_extraction_rules():
     assert metrics.extract_answer("It costs $1,234.") == 1234
     assert metrics.extract_answer("#### 72.0") == metrics.extract_answer("so 72") == 72
-    assert metrics.extract_answer("first 3 then #### 5 and later 9") == 5   # '####' wins over the last number
-    assert metrics.extract_answer("no #### here but 12 and 14") == 14        # '####' without a number: last number
+    assert (
+        metrics.extract_answer("first 3 then #### 5 and later 9") == 5
+    )  # '####' wins over the last number
+    assert (
+        metrics.extract_answer("no #### here but 12 and 14") == 14
+    )  # '####' without a number: last number
     assert metrics.extract_answer("#### 1/4") == Fraction(1, 4) == metrics.parse_number("0.25")
     assert metrics.extract_answer("I cannot tell.") is None
 
 
-@pytest.mark.parametrize("text,value", [
-    ("#### .5", Fraction(1, 2)),                          # a decimal without its leading zero
-    ("so she has .75 of a pie left", Fraction(3, 4)),
-    ("the change is -.25", Fraction(-1, 4)),
-    ("#### -$5", -5), ("a loss of $-5 in total", -5),     # the sign before or after the dollar sign
-    ("pay $.50 each", Fraction(1, 2)),
-    ("the answer is \u22127", -7),                        # a typographic minus sign
-    ("The answer is 12.", 12),                            # a full stop after the number
-    ("#### 1,234.50", Fraction(2469, 2)),
-    ("#### 3 apples", 3), ("she spent 50% of it, #### 40", 40),
-])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("#### .5", Fraction(1, 2)),  # a decimal without its leading zero
+        ("so she has .75 of a pie left", Fraction(3, 4)),
+        ("the change is -.25", Fraction(-1, 4)),
+        ("#### -$5", -5),
+        ("a loss of $-5 in total", -5),  # the sign before or after the dollar sign
+        ("pay $.50 each", Fraction(1, 2)),
+        ("the answer is \u22127", -7),  # a typographic minus sign
+        ("The answer is 12.", 12),  # a full stop after the number
+        ("#### 1,234.50", Fraction(2469, 2)),
+        ("#### 3 apples", 3),
+        ("she spent 50% of it, #### 40", 40),
+    ],
+)
 def test_extraction_of_number_spellings_models_write(text, value):
     assert metrics.extract_answer(text) == value
 
 
 def test_per_example_correctness_matches_accuracy():
-    predictions, answers = ["#### .5", "#### 0.50", "#### 2", "no number", "#### 7"], ["0.5", "1/2", "3", None, None]
-    assert [metrics.gsm_correct(p, a) for p, a in zip(predictions, answers)] == [True, True, False, True, False]
+    predictions, answers = (
+        ["#### .5", "#### 0.50", "#### 2", "no number", "#### 7"],
+        ["0.5", "1/2", "3", None, None],
+    )
+    assert [metrics.gsm_correct(p, a) for p, a in zip(predictions, answers)] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+    ]
     assert metrics.gsm_accuracy(predictions, answers) == 60.0
-    assert metrics.gsm_accuracy(["#### 7", "#### 8", "no idea"], ["7", "9", None]) == pytest.approx(200 / 3)
+    assert metrics.gsm_accuracy(["#### 7", "#### 8", "no idea"], ["7", "9", None]) == pytest.approx(
+        200 / 3
+    )
 
 
 # ---------------------------------------------------------------- local files map every column
 def test_local_gsm8k_files_and_paper_split(shared_data):
     train_file = shared_data / "gsm8k" / "train.jsonl"
-    train, val = load_task("gsm8k", "train", path=train_file), load_task("gsm8k", "validation", path=train_file)
+    train, val = (
+        load_task("gsm8k", "train", path=train_file),
+        load_task("gsm8k", "validation", path=train_file),
+    )
     assert (len(train), len(val)) == (7000, 473)
     assert not {e["source"] for e in train} & {e["source"] for e in val}
     kd = load_task("gsm8k", "kd", path=train_file)
@@ -87,22 +116,40 @@ def test_local_gsm8k_files_and_paper_split(shared_data):
 
 def test_local_dialogsum_files(shared_data):
     test = load_task("dialogsum", "test", path=shared_data / "dialogsum" / "dialogsum.test.jsonl")
-    dev = load_task("dialogsum", "validation", path=shared_data / "dialogsum" / "dialogsum.dev.jsonl")
+    dev = load_task(
+        "dialogsum", "validation", path=shared_data / "dialogsum" / "dialogsum.dev.jsonl"
+    )
     assert len(test) == len(dev) == 500
-    assert all(len(e["references"]) == 3 for e in test) and all(len(e["references"]) == 1 for e in dev)
+    assert all(len(e["references"]) == 3 for e in test) and all(
+        len(e["references"]) == 1 for e in dev
+    )
     raw = read_jsonl(shared_data / "dialogsum" / "dialogsum.test.jsonl")[0]
-    assert test[0]["source"] == raw["dialogue"] and test[0]["references"] == [raw["summary1"], raw["summary2"], raw["summary3"]]
+    assert test[0]["source"] == raw["dialogue"] and test[0]["references"] == [
+        raw["summary1"],
+        raw["summary2"],
+        raw["summary3"],
+    ]
     assert test[0]["target"] == raw["summary1"] and test[0]["topic"] == raw["topic1"]
 
 
 def test_dialogsum_hub_shape_groups_references(tmp_path):
     """The Hub copy repeats each test dialogue once per reference; it becomes one example."""
-    rows = [dict(id=f"test_0_{k}", dialogue="#Person1#: Hi.\n#Person2#: Hello.", summary=f"summary {k}", topic="greeting")
-            for k in (1, 2, 3)] + [dict(id="test_1_1", dialogue="#Person1#: Bye.", summary="they part", topic="farewell")]
+    rows = [
+        dict(
+            id=f"test_0_{k}",
+            dialogue="#Person1#: Hi.\n#Person2#: Hello.",
+            summary=f"summary {k}",
+            topic="greeting",
+        )
+        for k in (1, 2, 3)
+    ] + [dict(id="test_1_1", dialogue="#Person1#: Bye.", summary="they part", topic="farewell")]
     path = tmp_path / "dialogsum_test.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     examples = load_task("dialogsum", "test", path=path)
-    assert [e["references"] for e in examples] == [["summary 1", "summary 2", "summary 3"], ["they part"]]
+    assert [e["references"] for e in examples] == [
+        ["summary 1", "summary 2", "summary 3"],
+        ["they part"],
+    ]
 
 
 def test_local_gsm_plus_and_critical_thinking_rule(shared_data):
@@ -111,7 +158,9 @@ def test_local_gsm_plus_and_critical_thinking_rule(shared_data):
     kept = load_task("gsm_plus", "test", path=path, critical_thinking="no_number")
     assert (len(excluded), len(kept)) == (2100, 2400)
     critical = [e for e in kept if e["answer"] is None]
-    assert len(critical) == 300 and {e["perturbation_type"] for e in critical} == {"critical thinking"}
+    assert len(critical) == 300 and {e["perturbation_type"] for e in critical} == {
+        "critical thinking"
+    }
     assert len({e["perturbation_type"] for e in excluded}) == 7
     # under 'no_number', a reply naming no number is right and a made-up number is wrong
     assert score("gsm_plus", ["The question lacks information.", "#### 12"], critical[:2]) == 50.0
@@ -119,6 +168,7 @@ def test_local_gsm_plus_and_critical_thinking_rule(shared_data):
 
 def test_parquet_and_json_files_load_too(tmp_path, shared_data):
     import pandas as pd
+
     frame = pd.read_json(shared_data / "gsm8k" / "test.jsonl", lines=True).head(20)
     frame.to_parquet(tmp_path / "test.parquet")
     frame.to_json(tmp_path / "test.json", orient="records")
@@ -139,8 +189,16 @@ def test_rouge_l_on_dialogsum(shared_data):
 
 
 # ---------------------------------------------------------------- offline twins
-@pytest.mark.parametrize("task, split", [("synth_gsm", "train"), ("synth_gsm", "test"), ("synth_gsm_plus", "test"),
-                                         ("synth_summ", "validation"), ("synth_summ", "kd")])
+@pytest.mark.parametrize(
+    "task, split",
+    [
+        ("synth_gsm", "train"),
+        ("synth_gsm", "test"),
+        ("synth_gsm_plus", "test"),
+        ("synth_summ", "validation"),
+        ("synth_summ", "kd"),
+    ],
+)
 def test_twins_are_deterministic(task, split):
     first = load_task(task, split, synth_config=SMALL, n_kd=40)
     assert first == load_task(task, split, synth_config=SMALL, n_kd=40)
@@ -149,10 +207,16 @@ def test_twins_are_deterministic(task, split):
 
 def test_twins_share_the_real_schema(shared_data):
     real_gsm = load_task("gsm8k", "test", path=shared_data / "gsm8k" / "test.jsonl")[0]
-    real_plus = load_task("gsm_plus", "test", path=shared_data / "gsm-plus" / "gsmplus_testmini.jsonl")[0]
-    real_summ = load_task("dialogsum", "test", path=shared_data / "dialogsum" / "dialogsum.test.jsonl")[0]
+    real_plus = load_task(
+        "gsm_plus", "test", path=shared_data / "gsm-plus" / "gsmplus_testmini.jsonl"
+    )[0]
+    real_summ = load_task(
+        "dialogsum", "test", path=shared_data / "dialogsum" / "dialogsum.test.jsonl"
+    )[0]
     assert set(load_task("synth_gsm", "test", synth_config=SMALL)[0]) == set(real_gsm)
-    assert set(load_task("synth_gsm_plus", "test", synth_config=SMALL)[0]) - {"seed_id"} == set(real_plus)
+    assert set(load_task("synth_gsm_plus", "test", synth_config=SMALL)[0]) - {"seed_id"} == set(
+        real_plus
+    )
     assert set(load_task("synth_summ", "test", synth_config=SMALL)[0]) == set(real_summ)
 
 
@@ -165,7 +229,9 @@ def _recompute(solution: str) -> int:
         a, op, b, eq, c = line.split()
         a, b, c = int(a), int(b), int(c)
         assert eq == "=" and (value is None or a == value), line
-        assert c == {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op] and (op != "/" or a % b == 0), line
+        assert c == {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op] and (
+            op != "/" or a % b == 0
+        ), line
         value = c
     assert int(lines[-1][5:]) == value
     return value
@@ -179,7 +245,9 @@ def test_every_synthetic_answer_agrees_with_its_solution(task):
         numbers = [int(x) for x in re.findall(r"\d+", e["target"])]
         assert min(numbers) >= 0
     if task == "synth_gsm_plus":
-        assert {e["perturbation_type"] for e in examples} == set(PERTURBATIONS) and len(examples) == 1500
+        assert {e["perturbation_type"] for e in examples} == set(PERTURBATIONS) and len(
+            examples
+        ) == 1500
 
 
 def test_synthetic_gsm_splits_are_disjoint_and_sized_like_gsm8k():
@@ -192,8 +260,12 @@ def test_synthetic_gsm_splits_are_disjoint_and_sized_like_gsm8k():
 
 
 def test_difficulty_knobs_change_the_problems():
-    easy = load_task("synth_gsm", "test", synth_config=SynthConfig(min_steps=2, max_steps=2, operations="+"))
-    hard = load_task("synth_gsm", "test", synth_config=SynthConfig(min_steps=4, max_steps=4, max_operand=40))
+    easy = load_task(
+        "synth_gsm", "test", synth_config=SynthConfig(min_steps=2, max_steps=2, operations="+")
+    )
+    hard = load_task(
+        "synth_gsm", "test", synth_config=SynthConfig(min_steps=4, max_steps=4, max_operand=40)
+    )
     assert all(e["target"].count("\n") == 2 and " - " not in e["target"] for e in easy)
     assert all(e["target"].count("\n") == 4 for e in hard)
     long = load_task("synth_summ", "test", synth_config=SynthConfig(min_turns=12, max_turns=14))
@@ -211,17 +283,26 @@ def test_synthetic_summaries_score_like_real_ones():
 
 # ---------------------------------------------------------------- prompts and errors
 def test_prompt_templates(shared_data):
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
     example = load_task("gsm8k", "test", path=shared_data / "gsm8k" / "test.jsonl")[0]
     assert format_prompt(example) == f"Question: {example['source']}\nAnswer:"
     assert format_completion(example) == " " + example["target"]
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    )
     with pytest.raises(ValueError, match="chat template"):
         format_prompt(example, style="chat", tokenizer=tok)
-    tok.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+    )
     chat = format_prompt(example, style="chat", tokenizer=tok)
-    assert chat.startswith("<|user|>Solve the math problem") and example["source"] in chat and chat.endswith("<|assistant|>")
+    assert (
+        chat.startswith("<|user|>Solve the math problem")
+        and example["source"] in chat
+        and chat.endswith("<|assistant|>")
+    )
 
 
 def test_hub_unreachable_gives_one_clear_line(monkeypatch):
@@ -229,7 +310,12 @@ def test_hub_unreachable_gives_one_clear_line(monkeypatch):
     with pytest.raises(DataUnavailableError) as info:
         load_task("dialogsum", "test")
     message = str(info.value)
-    assert "knkarthick/dialogsum" in message and "unreachable" in message and "synth_summ" in message and "path=" in message
+    assert (
+        "knkarthick/dialogsum" in message
+        and "unreachable" in message
+        and "synth_summ" in message
+        and "path=" in message
+    )
     assert "\n" not in message
 
 

@@ -1,5 +1,6 @@
 """The distillation loop on the smoke profile: every method, the consistency between methods,
 gradient accumulation, determinism, and the run records."""
+
 import json
 import math
 from pathlib import Path
@@ -12,11 +13,11 @@ from adaswitch_lib import results
 from adaswitch_lib import run as run_module
 from adaswitch_lib.config import METHODS, RunConfig, get_profile
 from adaswitch_lib.data import load_profile_task, token_limits, tokenize_pairs
-from adaswitch_lib.distill import (build_targets, distill, ground_truth_targets, mixed_precision, response_logits,
-                                   sampler_config, step_noise, target_loss)
+from adaswitch_lib.distill import distill, mixed_precision, response_logits, target_loss
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.methods import EARLY_METHODS
 from adaswitch_lib.prepare import load_prepared, prepare_pair
+from adaswitch_lib.targets import build_targets, ground_truth_targets, sampler_config, step_noise
 
 SMOKE = get_profile("smoke")
 
@@ -34,7 +35,9 @@ def pair(cache):
     teacher, student, tokenizer = load_prepared(folder)
     max_prompt, max_new = token_limits(SMOKE, "synth_gsm")
     kd = tokenize_pairs(tokenizer, load_profile_task(SMOKE, "synth_gsm", "kd"), max_prompt, max_new)
-    return dict(folder=folder, teacher=teacher, student=student, tokenizer=tokenizer, kd=kd, max_new=max_new)
+    return dict(
+        folder=folder, teacher=teacher, student=student, tokenizer=tokenizer, kd=kd, max_new=max_new
+    )
 
 
 def fresh_student(pair):
@@ -43,34 +46,68 @@ def fresh_student(pair):
 
 
 def run_for(method, profile=SMOKE, tmp_path=None, **fields):
-    return RunConfig(profile=profile, pair="tiny-qwen", task="synth_gsm", method=method,
-                     results_dir=str(tmp_path or "results"), **fields)
+    return RunConfig(
+        profile=profile,
+        pair="tiny-qwen",
+        task="synth_gsm",
+        method=method,
+        results_dir=str(tmp_path or "results"),
+        **fields,
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path, monkeypatch):
-    scored_by = []  # the layer count of each model the loop runs over targets (the smoke teacher has more)
+    # the layer count of each model the loop runs over targets (the smoke teacher has more)
+    scored_by = []
     real = distill_module.response_logits
-    monkeypatch.setattr(distill_module, "response_logits",
-                        lambda model, *args: scored_by.append(model.config.num_hidden_layers) or real(model, *args))
+    monkeypatch.setattr(
+        distill_module,
+        "response_logits",
+        lambda model, *args: scored_by.append(model.config.num_hidden_layers) or real(model, *args),
+    )
     run = run_for(method, get_profile("smoke", kd_steps=3), tmp_path)
     record = run_module.run_distillation(run, cache_root=cache)
     folder = results.run_folder(run)
     assert json.loads((folder / "record.json").read_text()) == record
     assert record["run_id"].startswith(f"tiny-qwen-synth_gsm-{method}-s0-")
-    assert record["run_config"]["method"] == method and record["config"]["profile"]["name"] == "smoke"
-    assert 0 <= record["metrics"]["synth_gsm_score"] <= 100 and 0 <= record["metrics"]["synth_gsm_plus_score"] <= 100
-    assert record["metrics"]["synth_gsm_examples"] == len(load_profile_task(SMOKE, "synth_gsm", "test"))
+    assert (
+        record["run_config"]["method"] == method and record["config"]["profile"]["name"] == "smoke"
+    )
+    assert (
+        0 <= record["metrics"]["synth_gsm_score"] <= 100
+        and 0 <= record["metrics"]["synth_gsm_plus_score"] <= 100
+    )
+    assert record["metrics"]["synth_gsm_examples"] == len(
+        load_profile_task(SMOKE, "synth_gsm", "test")
+    )
     assert record["provenance"]["torch_threads"] >= 1 and record["provenance"]["packages"]["torch"]
-    assert set(record["timings"]) >= {"total", "sampling", "teacher_scoring", "student_update", "evaluation"}
+    assert set(record["timings"]) >= {
+        "total",
+        "sampling",
+        "teacher_scoring",
+        "student_update",
+        "evaluation",
+    }
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3] and all(math.isfinite(e["loss"]) for e in log)
-    assert all(e["response_tokens"] > 0 and set(e["seconds"]) == {"sampling", "teacher_scoring", "student_update"}
-               for e in log)
-    # smoke: every 2 early steps for the methods of Figures 5/8, every 4 for the others, and the last
-    assert [e["step"] for e in record["evaluations"]] == ([0, 2, 3] if method in EARLY_METHODS else [0, 3])
-    outputs = [json.loads(line) for line in (folder / "outputs_synth_gsm.jsonl").read_text().splitlines()]
-    assert 100 * sum(o["correct"] for o in outputs) / len(outputs) == record["metrics"]["synth_gsm_score"]
+    assert all(
+        e["response_tokens"] > 0
+        and set(e["seconds"]) == {"sampling", "teacher_scoring", "student_update"}
+        for e in log
+    )
+    # smoke: every 2 early steps for the methods of Figures 5/8, every 4 for the others, and the
+    # last
+    assert [e["step"] for e in record["evaluations"]] == (
+        [0, 2, 3] if method in EARLY_METHODS else [0, 3]
+    )
+    outputs = [
+        json.loads(line) for line in (folder / "outputs_synth_gsm.jsonl").read_text().splitlines()
+    ]
+    assert (
+        100 * sum(o["correct"] for o in outputs) / len(outputs)
+        == record["metrics"]["synth_gsm_score"]
+    )
     assert {"id", "prompt", "response", "answer", "extracted", "correct"} <= set(outputs[0])
     if method == "adaswitch":
         assert all(0 <= e["switch_rate"] <= 1 and 0 < e["student_token_share"] <= 1 for e in log)
@@ -78,8 +115,10 @@ def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path, mo
         assert all(0 <= e["replacement_rate"] <= 1 for e in log)
     if method == "imitkd":
         assert [e["imitkd_beta"] for e in log] == pytest.approx([1.0, 2 / 3, 1 / 3])
-    # a teacher scoring pass only where the loss needs teacher logits the sampler did not keep (SKD and
-    # AdaSwitch reuse theirs; NLL methods never run the teacher on targets); a student pass every step
+    # a teacher scoring pass only where the loss needs teacher logits the sampler did not keep (SKD
+    # and
+    # AdaSwitch reuse theirs; NLL methods never run the teacher on targets); a student pass every
+    # step
     assert SMOKE.teacher_shape.layers != SMOKE.student_shape.layers
     scoring_pass = get_method_loss(method) == "divergence" and method not in ("skd", "adaswitch")
     teacher_passes = scored_by.count(SMOKE.teacher_shape.layers)  # one per length group and step
@@ -89,21 +128,34 @@ def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path, mo
 
 def get_method_loss(method):
     from adaswitch_lib.methods import get_method
+
     return get_method(method).loss
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_lowers_its_loss_on_one_fixed_batch(method, pair):
-    profile = get_profile("smoke", kd_lr=1e-2, warmup_ratio=0.0, kd_batch_size=8, eval_every_early=100,
-                          eval_every=100)
+    profile = get_profile(
+        "smoke", kd_lr=1e-2, warmup_ratio=0.0, kd_batch_size=8, eval_every_early=100, eval_every=100
+    )
     run = run_for(method, profile)
     batch = pair["kd"][:8]  # one batch: every step sees the same prompts
     teacher_pairs = None
     if method == "seqkd":
         from adaswitch_lib.prepare import seqkd_pairs
-        teacher_pairs = seqkd_pairs(pair["folder"], profile, pair["teacher"], pair["tokenizer"], batch, pair["max_new"])
-    out = distill(run, pair["teacher"], fresh_student(pair), pair["tokenizer"], batch, max_new_tokens=pair["max_new"],
-                  teacher_pairs=teacher_pairs, steps=12)
+
+        teacher_pairs = seqkd_pairs(
+            pair["folder"], profile, pair["teacher"], pair["tokenizer"], batch, pair["max_new"]
+        )
+    out = distill(
+        run,
+        pair["teacher"],
+        fresh_student(pair),
+        pair["tokenizer"],
+        batch,
+        max_new_tokens=pair["max_new"],
+        teacher_pairs=teacher_pairs,
+        steps=12,
+    )
     losses = [e["loss"] for e in out.log]
     assert sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3, losses
 
@@ -111,42 +163,73 @@ def test_every_method_lowers_its_loss_on_one_fixed_batch(method, pair):
 def test_on_policy_loss_on_ground_truth_equals_the_off_policy_loss(pair, monkeypatch):
     """The loss, its normaliser and the update do not depend on where the targets came from."""
     profile = get_profile("smoke", grad_accum_steps=2)
-    off = distill(run_for("off_policy", profile), pair["teacher"], fresh_student(pair), pair["tokenizer"], pair["kd"],
-                  max_new_tokens=pair["max_new"], steps=2)
+    off = distill(
+        run_for("off_policy", profile),
+        pair["teacher"],
+        fresh_student(pair),
+        pair["tokenizer"],
+        pair["kd"],
+        max_new_tokens=pair["max_new"],
+        steps=2,
+    )
     real = distill_module.build_targets
 
     def gold_instead(method, run, student, teacher, pairs, *args, **kwargs):
         return real("off_policy", run, student, teacher, pairs, *args, **kwargs)
 
     monkeypatch.setattr(distill_module, "build_targets", gold_instead)
-    on = distill(run_for("on_policy", profile), pair["teacher"], fresh_student(pair), pair["tokenizer"], pair["kd"],
-                 max_new_tokens=pair["max_new"], steps=2)
+    on = distill(
+        run_for("on_policy", profile),
+        pair["teacher"],
+        fresh_student(pair),
+        pair["tokenizer"],
+        pair["kd"],
+        max_new_tokens=pair["max_new"],
+        steps=2,
+    )
     assert [e["loss"] for e in on.log] == [e["loss"] for e in off.log]
     assert on.student_checksums == off.student_checksums
 
 
 def _targets(method, pair, noise, **fields):
     run = run_for(method, SMOKE, **fields)
-    cfg = sampler_config(run, pair["tokenizer"], pair["max_new"],
-                         keep_teacher_logits=method in ("skd", "adaswitch"))
-    return build_targets(method, run, pair["student"], pair["teacher"], pair["kd"][:8], noise, cfg, None)
+    cfg = sampler_config(
+        run, pair["tokenizer"], pair["max_new"], keep_teacher_logits=method in ("skd", "adaswitch")
+    )
+    return build_targets(
+        method, run, pair["student"], pair["teacher"], pair["kd"][:8], noise, cfg, None
+    )
 
 
 def test_adaswitch_with_infinite_k_gives_the_on_policy_targets(pair):
     noise = step_noise(0, 1, 8, pair["max_new"])
     ada = _targets("adaswitch", pair, noise, adaswitch_k=math.inf)
     on = _targets("on_policy", pair, noise)
-    assert torch.equal(ada.sequences, on.sequences) and torch.equal(ada.response_mask, on.response_mask)
+    assert torch.equal(ada.sequences, on.sequences) and torch.equal(
+        ada.response_mask, on.response_mask
+    )
     assert not ada.stats["switched"].any()
 
 
 def test_imitkd_at_beta_one_is_off_policy_and_at_beta_zero_on_policy(pair):
-    """Through the loop: ImitKD's first step at beta_start = 1 (0) equals off-policy's (on-policy's)."""
+    """Through the loop: ImitKD's first step at beta_start = 1 (0) equals off-policy's
+    (on-policy's)."""
     losses = {}
     for method, beta in (("imitkd", 1.0), ("off_policy", 1.0), ("imitkd", 0.0), ("on_policy", 1.0)):
-        out = distill(run_for(method, SMOKE, imitkd_beta_start=beta), pair["teacher"], fresh_student(pair),
-                      pair["tokenizer"], pair["kd"], max_new_tokens=pair["max_new"], steps=1)
-        losses[method, beta] = (out.log[0]["loss"], out.log[0]["response_tokens"], out.student_checksums)
+        out = distill(
+            run_for(method, SMOKE, imitkd_beta_start=beta),
+            pair["teacher"],
+            fresh_student(pair),
+            pair["tokenizer"],
+            pair["kd"],
+            max_new_tokens=pair["max_new"],
+            steps=1,
+        )
+        losses[method, beta] = (
+            out.log[0]["loss"],
+            out.log[0]["response_tokens"],
+            out.student_checksums,
+        )
         if method == "imitkd":
             assert out.log[0]["ground_truth_share"] == beta
     assert losses["imitkd", 1.0] == losses["off_policy", 1.0]
@@ -166,8 +249,10 @@ def test_loss_with_reused_teacher_logits_equals_a_separate_teacher_pass(pair, me
     torch.testing.assert_close(t.teacher_logits[mask], scored[mask], atol=1e-4, rtol=1e-4)
     student_logits = response_logits(pair["student"], t, vocab)
     run = run_for(method, SMOKE)
-    reused, separate = target_loss(method, run, student_logits, t.teacher_logits, t), \
-        target_loss(method, run, student_logits, scored, t)
+    reused, separate = (
+        target_loss(method, run, student_logits, t.teacher_logits, t),
+        target_loss(method, run, student_logits, scored, t),
+    )
     assert reused.item() == pytest.approx(separate.item(), rel=1e-5)
     if method == "adaswitch":
         assert t.stats["switched"].any()  # the test covers teacher-written suffixes
@@ -175,6 +260,7 @@ def test_loss_with_reused_teacher_logits_equals_a_separate_teacher_pass(pair, me
 
 class RecordingSGD(torch.optim.SGD):
     """Keeps a copy of the gradient it was given at each step."""
+
     seen = []
 
     def __init__(self, groups, lr):
@@ -185,17 +271,30 @@ class RecordingSGD(torch.optim.SGD):
         return super().step(closure)
 
 
-@pytest.mark.parametrize("method,reduction", [("off_policy", "sequence"), ("on_policy", "sequence"),
-                                              ("adaswitch", "token"), ("sft", "token")])
+@pytest.mark.parametrize(
+    "method,reduction",
+    [
+        ("off_policy", "sequence"),
+        ("on_policy", "sequence"),
+        ("adaswitch", "token"),
+        ("sft", "token"),
+    ],
+)
 def test_accumulated_gradients_equal_one_batch_gradients(pair, monkeypatch, method, reduction):
     monkeypatch.setattr(torch.optim, "AdamW", RecordingSGD)
     grads = []
     for accum in (1, 2, 4):
         RecordingSGD.seen = []
         profile = get_profile("smoke", kd_batch_size=8, grad_accum_steps=accum, max_grad_norm=1e9)
-        distill(run_for(method, profile, loss_reduction=reduction, adaswitch_k=1.1, adaswitch_window=2),
-                pair["teacher"], fresh_student(pair), pair["tokenizer"], pair["kd"], max_new_tokens=pair["max_new"],
-                steps=1)
+        distill(
+            run_for(method, profile, loss_reduction=reduction, adaswitch_k=1.1, adaswitch_window=2),
+            pair["teacher"],
+            fresh_student(pair),
+            pair["tokenizer"],
+            pair["kd"],
+            max_new_tokens=pair["max_new"],
+            steps=1,
+        )
         grads.append(RecordingSGD.seen[0])
     for other in grads[1:]:
         for a, b in zip(grads[0], other):
@@ -210,11 +309,22 @@ def test_length_groups_give_the_one_batch_gradient(pair, monkeypatch, method):
     grads = {}
     for groups, accum in ((1, 1), (2, 1), (3, 1), (2, 2)):
         RecordingSGD.seen = []
-        profile = get_profile("smoke", kd_batch_size=8, grad_accum_steps=accum, length_groups=groups,
-                              max_grad_norm=1e9)
-        distill(run_for(method, profile, adaswitch_k=1.1, adaswitch_window=2, imitkd_beta_start=0.5),
-                pair["teacher"], fresh_student(pair), pair["tokenizer"], pair["kd"], max_new_tokens=pair["max_new"],
-                steps=1)
+        profile = get_profile(
+            "smoke",
+            kd_batch_size=8,
+            grad_accum_steps=accum,
+            length_groups=groups,
+            max_grad_norm=1e9,
+        )
+        distill(
+            run_for(method, profile, adaswitch_k=1.1, adaswitch_window=2, imitkd_beta_start=0.5),
+            pair["teacher"],
+            fresh_student(pair),
+            pair["tokenizer"],
+            pair["kd"],
+            max_new_tokens=pair["max_new"],
+            steps=1,
+        )
         grads[groups, accum] = RecordingSGD.seen[0]
     for key, other in grads.items():
         for a, b in zip(grads[1, 1], other):
@@ -226,23 +336,36 @@ def test_a_length_group_scores_its_rows_as_the_whole_batch_does(pair):
     (student and teacher) at every response position, kept teacher logits sliced alike; the groups
     of `length_groups` are the batch's rows, shortest first."""
     from adaswitch_lib.decoding import length_groups
-    t = _targets("adaswitch", pair, step_noise(0, 5, 8, pair["max_new"]), adaswitch_k=1.1, adaswitch_window=2)
+
+    t = _targets(
+        "adaswitch", pair, step_noise(0, 5, 8, pair["max_new"]), adaswitch_k=1.1, adaswitch_window=2
+    )
     vocab = len(pair["tokenizer"])
-    lengths = t.attention_mask[:, :t.prompt_length].sum(-1) + t.response_mask.sum(-1)
+    lengths = t.attention_mask[:, : t.prompt_length].sum(-1) + t.response_mask.sum(-1)
     rows = torch.argsort(lengths)[:4]  # the shortest half: both ends have padding to cut
     part = t.select(rows)
     assert part.sequences.shape[1] < t.sequences.shape[1] and part.prompt_length <= t.prompt_length
-    torch.testing.assert_close(part.response_mask, t.response_mask[rows, :part.response_mask.shape[1]])
-    assert int(part.response_mask.sum()) == int(t.response_mask[rows].sum())  # no response token lost
+    torch.testing.assert_close(
+        part.response_mask, t.response_mask[rows, : part.response_mask.shape[1]]
+    )
+    assert int(part.response_mask.sum()) == int(
+        t.response_mask[rows].sum()
+    )  # no response token lost
     with torch.no_grad():
         for model in (pair["student"], pair["teacher"]):
             mask = part.response_mask.bool()
-            whole = response_logits(model, t, vocab)[rows, :mask.shape[1]]
-            torch.testing.assert_close(response_logits(model, part, vocab)[mask], whole[mask], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(part.teacher_logits, t.teacher_logits[rows, :part.response_mask.shape[1]])
+            whole = response_logits(model, t, vocab)[rows, : mask.shape[1]]
+            torch.testing.assert_close(
+                response_logits(model, part, vocab)[mask], whole[mask], atol=1e-4, rtol=1e-4
+            )
+    torch.testing.assert_close(
+        part.teacher_logits, t.teacher_logits[rows, : part.response_mask.shape[1]]
+    )
     groups = length_groups(t, 2)
     assert [len(g.sequences) for g in groups] == [4, 4]
-    first, second = (g.attention_mask[:, :g.prompt_length].sum(-1) + g.response_mask.sum(-1) for g in groups)
+    first, second = (
+        g.attention_mask[:, : g.prompt_length].sum(-1) + g.response_mask.sum(-1) for g in groups
+    )
     assert int(first.max()) <= int(second.min())
     assert sorted((first.tolist() + second.tolist())) == sorted(lengths.tolist())
     assert length_groups(t, 1) == [t]
@@ -250,25 +373,39 @@ def test_a_length_group_scores_its_rows_as_the_whole_batch_does(pair):
 
 def test_same_seed_and_config_give_identical_results(cache, tmp_path):
     profile = get_profile("smoke", kd_steps=3)
-    first = run_module.run_distillation(run_for("adaswitch", profile, tmp_path / "a"), cache_root=cache)
-    second = run_module.run_distillation(run_for("adaswitch", profile, tmp_path / "b"), cache_root=cache)
+    first = run_module.run_distillation(
+        run_for("adaswitch", profile, tmp_path / "a"), cache_root=cache
+    )
+    second = run_module.run_distillation(
+        run_for("adaswitch", profile, tmp_path / "b"), cache_root=cache
+    )
     assert first["metrics"] == second["metrics"] and first["evaluations"] == second["evaluations"]
     assert first["student_checksums"] == second["student_checksums"]
-    other = run_module.run_distillation(run_for("adaswitch", profile, tmp_path / "c", seed=1), cache_root=cache)
+    other = run_module.run_distillation(
+        run_for("adaswitch", profile, tmp_path / "c", seed=1), cache_root=cache
+    )
     assert other["student_checksums"] != first["student_checksums"]
 
 
-def test_a_non_finite_loss_stops_the_run_in_one_line_and_writes_no_record(cache, tmp_path, monkeypatch):
+def test_a_non_finite_loss_stops_the_run_in_one_line_and_writes_no_record(
+    cache, tmp_path, monkeypatch
+):
     real = distill_module.target_loss
     monkeypatch.setattr(distill_module, "target_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     run = run_for("on_policy", get_profile("smoke", kd_steps=3), tmp_path)
-    with pytest.raises(KitError, match=r"^step 1: the on_policy loss is nan \(not finite\)") as error:
+    with pytest.raises(
+        KitError, match=r"^step 1: the on_policy loss is nan \(not finite\)"
+    ) as error:
         run_module.run_distillation(run, cache_root=cache)
     assert "\n" not in str(error.value)
-    assert not results.run_folder(run).exists() and not list(results.run_folder(run).parent.glob(".*"))
+    assert not results.run_folder(run).exists() and not list(
+        results.run_folder(run).parent.glob(".*")
+    )
 
 
-def test_finished_runs_are_skipped_killed_runs_redone_corrupt_records_reported(cache, tmp_path, monkeypatch, capsys):
+def test_finished_runs_are_skipped_killed_runs_redone_corrupt_records_reported(
+    cache, tmp_path, monkeypatch, capsys
+):
     run = run_for("off_policy", get_profile("smoke", kd_steps=2), tmp_path)
     folder = results.run_folder(run)
     real_scores = run_module.final_scores
@@ -282,24 +419,36 @@ def test_finished_runs_are_skipped_killed_runs_redone_corrupt_records_reported(c
     assert not folder.exists() and not list(folder.parent.glob(".*"))  # no record, no half folder
     monkeypatch.setattr(run_module, "final_scores", real_scores)
     record = run_module.run_distillation(run, cache_root=cache)  # redone
-    monkeypatch.setattr(run_module, "distill", lambda *a, **k: pytest.fail("a finished run was run again"))
+    monkeypatch.setattr(
+        run_module, "distill", lambda *a, **k: pytest.fail("a finished run was run again")
+    )
     assert run_module.run_distillation(run, cache_root=cache) == record
     assert "is finished; skipped" in capsys.readouterr().out
-    (folder / "record.json").write_text('{"run_id": "tiny-qwen')  # cut off mid-write by some other tool
+    (folder / "record.json").write_text(
+        '{"run_id": "tiny-qwen'
+    )  # cut off mid-write by some other tool
     monkeypatch.setattr(run_module, "distill", distill)
     again = run_module.run_distillation(run, cache_root=cache)
     lines = [line for line in capsys.readouterr().out.splitlines() if "corrupt" in line]
     assert len(lines) == 1 and str(folder) in lines[0] and "redoing the run" in lines[0]
     assert again["metrics"] == record["metrics"]
     frame = results.load_records("smoke", str(tmp_path))
-    assert list(frame["method"]) == ["off_policy"] and frame["metrics.synth_gsm_score"].iloc[0] == \
-        record["metrics"]["synth_gsm_score"]
+    assert (
+        list(frame["method"]) == ["off_policy"]
+        and frame["metrics.synth_gsm_score"].iloc[0] == record["metrics"]["synth_gsm_score"]
+    )
 
 
 def test_teacher_and_student_rows_use_the_same_evaluation(cache, tmp_path):
-    rows = run_module.record_pair_baselines(SMOKE, "tiny-qwen", "synth_gsm", str(tmp_path), cache_root=cache)
+    rows = run_module.record_pair_baselines(
+        SMOKE, "tiny-qwen", "synth_gsm", str(tmp_path), cache_root=cache
+    )
     assert [r["kind"] for r in rows] == ["teacher", "student"]
-    metrics = json.loads((prepare_pair(SMOKE, "tiny-qwen", "synth_gsm", cache_root=cache) / "metrics.json").read_text())
+    metrics = json.loads(
+        (
+            prepare_pair(SMOKE, "tiny-qwen", "synth_gsm", cache_root=cache) / "metrics.json"
+        ).read_text()
+    )
     assert rows[0]["metrics"]["synth_gsm_score"] == metrics["teacher_score"]
     assert rows[1]["metrics"]["synth_gsm_score"] == metrics["student_score"]
     assert "synth_gsm_plus_score" in rows[0]["metrics"]
@@ -328,19 +477,57 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process(cache, tm
     import shutil
     import subprocess
     import sys
-    shutil.copytree(cache, tmp_path / ".cache" / "models")  # the prepared smoke pair, found by its key
-    args = ["distill", "--profile", "smoke", "--set", "kd_steps=3", "--method", "adaswitch", "--K", "1.1", "--L", "2"]
+
+    shutil.copytree(
+        cache, tmp_path / ".cache" / "models"
+    )  # the prepared smoke pair, found by its key
+    args = [
+        "distill",
+        "--profile",
+        "smoke",
+        "--set",
+        "kd_steps=3",
+        "--method",
+        "adaswitch",
+        "--K",
+        "1.1",
+        "--L",
+        "2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                           "-m", "adaswitch_lib", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "-m",
+            "adaswitch_lib",
+            *args,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [record_file] = (tmp_path / "results" / "smoke" / "runs").glob("*/record.json")
     two = json.loads(record_file.read_text())
     assert two["processes"] == 2 and len(two["student_checksums"]) == 2
     assert two["student_checksums"][0] == two["student_checksums"][1]
-    one = run_module.run_distillation(run_for("adaswitch", get_profile("smoke", kd_steps=3), tmp_path / "single",
-                                           adaswitch_k=1.1, adaswitch_window=2), cache_root=cache)
+    one = run_module.run_distillation(
+        run_for(
+            "adaswitch",
+            get_profile("smoke", kd_steps=3),
+            tmp_path / "single",
+            adaswitch_k=1.1,
+            adaswitch_window=2,
+        ),
+        cache_root=cache,
+    )
     assert two["run_id"] == one["run_id"]
     assert two["student_checksums"][0] == pytest.approx(one["student_checksums"][0], rel=1e-6)
     assert two["metrics"]["final_loss"] == pytest.approx(one["metrics"]["final_loss"], rel=1e-5)
@@ -350,6 +537,7 @@ def test_weights_dtype_falls_back_to_fp32_on_a_gpu_without_bf16():
     """Colab's T4 has no bf16: the frozen teacher loads in fp32 there (checked by faking the
     capability; no GPU needed), bf16 on GPUs that have it, fp32 on CPU."""
     from adaswitch_lib.models import device_and_dtype
+
     assert device_and_dtype("auto", "cpu")[1] == torch.float32
     assert device_and_dtype("auto", "cuda", bf16_supported=True)[1] == torch.bfloat16
     assert device_and_dtype("auto", "cuda", bf16_supported=False)[1] == torch.float32
@@ -358,26 +546,41 @@ def test_weights_dtype_falls_back_to_fp32_on_a_gpu_without_bf16():
 
 def test_validation_divergence_scores_the_teacher_once_and_changes_nothing(pair, monkeypatch):
     from adaswitch_lib import evaluate as evaluate_module
+
     run, kd = run_for("adaswitch"), pair["kd"][:12]
     teacher, pad, vocab = pair["teacher"], pair["tokenizer"].pad_token_id, len(pair["tokenizer"])
     calls = []
     hook = teacher.register_forward_hook(lambda *_: calls.append(1))
     try:
-        plain = [evaluate_module.validation_divergence(run, pair["student"], teacher, kd, pad, vocab, 5) for _ in range(2)]
+        plain = [
+            evaluate_module.validation_divergence(run, pair["student"], teacher, kd, pad, vocab, 5)
+            for _ in range(2)
+        ]
         assert len(calls) == 6  # three batches, twice
         cache = {}
-        cached = [evaluate_module.validation_divergence(run, pair["student"], teacher, kd, pad, vocab, 5, cache)
-                  for _ in range(2)]
+        cached = [
+            evaluate_module.validation_divergence(
+                run, pair["student"], teacher, kd, pad, vocab, 5, cache
+            )
+            for _ in range(2)
+        ]
         assert len(calls) == 9 and len(cache) == 3  # scored once, reused the second time
         assert cached == plain  # the very same numbers
-        student = fresh_student(pair)  # a different student still gets its own loss from the cached teacher
+        student = fresh_student(
+            pair
+        )  # a different student still gets its own loss from the cached teacher
         with torch.no_grad():
             next(student.parameters()).mul_(0.5)
-        assert (evaluate_module.validation_divergence(run, student, teacher, kd, pad, vocab, 5, cache) ==
-                evaluate_module.validation_divergence(run, student, teacher, kd, pad, vocab, 5))
-        monkeypatch.setattr(evaluate_module, "TEACHER_CACHE_BYTES", 0)  # too big to keep: scored every time
+        assert evaluate_module.validation_divergence(
+            run, student, teacher, kd, pad, vocab, 5, cache
+        ) == evaluate_module.validation_divergence(run, student, teacher, kd, pad, vocab, 5)
+        monkeypatch.setattr(
+            evaluate_module, "TEACHER_CACHE_BYTES", 0
+        )  # too big to keep: scored every time
         small = {}
-        evaluate_module.validation_divergence(run, pair["student"], teacher, kd, pad, vocab, 5, small)
+        evaluate_module.validation_divergence(
+            run, pair["student"], teacher, kd, pad, vocab, 5, small
+        )
         assert small == {}
     finally:
         hook.remove()

@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaswitch_lib.losses import DIVERGENCES, distill_loss, nll_loss, position_divergence, token_divergence
+from adaswitch_lib.losses import (
+    DIVERGENCES,
+    distill_loss,
+    nll_loss,
+    position_divergence,
+    token_divergence,
+)
 
 
 def logits_of(probs):
@@ -22,27 +28,36 @@ def test_known_values_on_hand_made_distributions():
     assert token_divergence(s, t, "reverse_kl").item() == pytest.approx(kl_qp, abs=1e-6)
     assert token_divergence(s, t, "tvd").item() == pytest.approx(0.25, abs=1e-6)
     m = [0.5 * a + 0.5 * b for a, b in zip(P, Q)]
-    js = 0.5 * sum(a * math.log(a / c) for a, c in zip(P, m)) + 0.5 * sum(b * math.log(b / c) for b, c in zip(Q, m))
+    js = 0.5 * sum(a * math.log(a / c) for a, c in zip(P, m)) + 0.5 * sum(
+        b * math.log(b / c) for b, c in zip(Q, m)
+    )
     assert token_divergence(s, t, "jsd", beta=0.5).item() == pytest.approx(js, abs=1e-6)
     mix = [0.1 * a + 0.9 * b for a, b in zip(P, Q)]  # skew KL: KL(p_T || 0.1 p_T + 0.9 p_S)
     assert token_divergence(s, t, "skew_kl", alpha=0.1).item() == pytest.approx(
-        sum(a * math.log(a / c) for a, c in zip(P, mix)), abs=1e-6)
+        sum(a * math.log(a / c) for a, c in zip(P, mix)), abs=1e-6
+    )
     rmix = [0.9 * a + 0.1 * b for a, b in zip(P, Q)]  # skew RKL: KL(p_S || 0.9 p_T + 0.1 p_S)
     assert token_divergence(s, t, "skew_reverse_kl", alpha=0.1).item() == pytest.approx(
-        sum(b * math.log(b / c) for b, c in zip(Q, rmix)), abs=1e-6)
+        sum(b * math.log(b / c) for b, c in zip(Q, rmix)), abs=1e-6
+    )
     # a temperature divides the logits of both models first
-    assert token_divergence(s * 2, t * 2, "forward_kl", temperature=2.0).item() == pytest.approx(kl_pq, abs=1e-6)
+    assert token_divergence(s * 2, t * 2, "forward_kl", temperature=2.0).item() == pytest.approx(
+        kl_pq, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_divergence_of_a_distribution_with_itself_is_zero(divergence):
     logits = torch.randn(3, 5, 50)
-    assert torch.allclose(token_divergence(logits, logits.clone(), divergence), torch.zeros(3, 5), atol=1e-6)
+    assert torch.allclose(
+        token_divergence(logits, logits.clone(), divergence), torch.zeros(3, 5), atol=1e-6
+    )
     assert (token_divergence(torch.randn(3, 5, 50), logits, divergence) > 0).all()
 
 
 def trl_generalized_jsd_loss(student_logits, teacher_logits, labels, beta):
-    """Reference copy of the formula of trl's GKDTrainer.generalized_jsd_loss (temperature 1, batchmean)."""
+    """Reference copy of the formula of trl's GKDTrainer.generalized_jsd_loss (temperature 1,
+    batchmean)."""
     student_log_probs = F.log_softmax(student_logits, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits, dim=-1)
     if beta == 0:
@@ -51,7 +66,12 @@ def trl_generalized_jsd_loss(student_logits, teacher_logits, labels, beta):
         jsd = F.kl_div(teacher_log_probs, student_log_probs, reduction="none", log_target=True)
     else:
         beta = torch.tensor(beta, dtype=student_log_probs.dtype)
-        mixture = torch.logsumexp(torch.stack([student_log_probs + torch.log(1 - beta), teacher_log_probs + torch.log(beta)]), dim=0)
+        mixture = torch.logsumexp(
+            torch.stack(
+                [student_log_probs + torch.log(1 - beta), teacher_log_probs + torch.log(beta)]
+            ),
+            dim=0,
+        )
         kl_teacher = F.kl_div(mixture, teacher_log_probs, reduction="none", log_target=True)
         kl_student = F.kl_div(mixture, student_log_probs, reduction="none", log_target=True)
         jsd = beta * kl_teacher + (1 - beta) * kl_student
@@ -66,7 +86,9 @@ def test_generalised_jsd_matches_trl(beta):
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 1]])
     labels = torch.where(mask.bool(), 1, -100)
     ours = distill_loss(student, teacher, mask, "jsd", reduction="token", beta=beta)
-    assert ours.item() == pytest.approx(trl_generalized_jsd_loss(student, teacher, labels, beta).item(), rel=1e-5)
+    assert ours.item() == pytest.approx(
+        trl_generalized_jsd_loss(student, teacher, labels, beta).item(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("divergence", DIVERGENCES)
@@ -77,7 +99,9 @@ def test_chunked_equals_unchunked_in_value_and_gradient(divergence, reduction):
     mask = torch.tensor([[1] * 11, [0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0], [0] * 4 + [1] * 7])
     grads, values = [], []
     for chunk in (None, 1, 4, 64):
-        student = torch.randn(3, 11, 40, generator=torch.Generator().manual_seed(2)).requires_grad_()
+        student = torch.randn(
+            3, 11, 40, generator=torch.Generator().manual_seed(2)
+        ).requires_grad_()
         value = distill_loss(student, teacher, mask, divergence, reduction, chunk_size=chunk)
         value.backward()
         values.append(value.item()), grads.append(student.grad)
@@ -89,18 +113,26 @@ def test_chunked_equals_unchunked_in_value_and_gradient(divergence, reduction):
 
 def test_reductions():
     d_student, teacher = torch.zeros(2, 4, 3), torch.zeros(2, 4, 3)
-    teacher[0, 0] = torch.tensor([5.0, 0, 0])  # one position with divergence, in a row of 1 token vs 4 tokens
+    teacher[0, 0] = torch.tensor(
+        [5.0, 0, 0]
+    )  # one position with divergence, in a row of 1 token vs 4 tokens
     mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
     d = token_divergence(d_student[0, 0], teacher[0, 0]).item()
-    assert distill_loss(d_student, teacher, mask, reduction="sequence").item() == pytest.approx(d / 2)  # (d/1 + 0)/2
+    assert distill_loss(d_student, teacher, mask, reduction="sequence").item() == pytest.approx(
+        d / 2
+    )  # (d/1 + 0)/2
     assert distill_loss(d_student, teacher, mask, reduction="token").item() == pytest.approx(d / 5)
-    assert torch.allclose(position_divergence(d_student, teacher, chunk_size=3), token_divergence(d_student, teacher))
+    assert torch.allclose(
+        position_divergence(d_student, teacher, chunk_size=3), token_divergence(d_student, teacher)
+    )
 
 
 def test_nll_loss_matches_cross_entropy():
     logits, labels = torch.randn(2, 5, 9), torch.randint(0, 9, (2, 5))
     mask = torch.ones(2, 5)
-    assert nll_loss(logits, labels, mask, "token").item() == pytest.approx(F.cross_entropy(logits.flatten(0, 1), labels.flatten()).item(), rel=1e-6)
+    assert nll_loss(logits, labels, mask, "token").item() == pytest.approx(
+        F.cross_entropy(logits.flatten(0, 1), labels.flatten()).item(), rel=1e-6
+    )
 
 
 def test_bad_inputs():

@@ -5,7 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from adaswitch_lib import atomic, models, prepare as train
+from adaswitch_lib import atomic, models
+from adaswitch_lib import prepare as train
 from adaswitch_lib.config import get_profile
 from adaswitch_lib.data import format_completion, format_prompt, load_task
 from adaswitch_lib.errors import ConfigError, DataUnavailableError
@@ -23,16 +24,27 @@ def tokenizer():
 @pytest.mark.parametrize("kind", ["tiny-qwen", "tiny-llama"])
 def test_tiny_pair_round_trip(tmp_path, tokenizer, kind):
     model = models.tiny_model(kind, SMOKE.teacher_shape, tokenizer).eval()
-    model.save_pretrained(tmp_path / "model"), models.save_tokenizer(tokenizer, tmp_path / "tokenizer")
+    (
+        model.save_pretrained(tmp_path / "model"),
+        models.save_tokenizer(tokenizer, tmp_path / "tokenizer"),
+    )
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
     auto_tok = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
-    file_tok = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer" / "tokenizer.json"))
-    with pytest.raises(ValueError, match="folder of its own"):  # beside a qwen2 config it would be swapped
+    file_tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(tmp_path / "tokenizer" / "tokenizer.json")
+    )
+    with pytest.raises(
+        ValueError, match="folder of its own"
+    ):  # beside a qwen2 config it would be swapped
         models.save_tokenizer(tokenizer, tmp_path / "model")
     text = "Question: Mia has 62 cards. Mia gets 9 more.\nAnswer: 62 + 9 = 71\n#### 71"
     ids = tokenizer(text)["input_ids"]
-    assert auto_tok(text)["input_ids"] == ids == file_tok(text)["input_ids"]  # no pre-tokenizer swapped in
-    assert "Ġ7" in tokenizer.convert_ids_to_tokens(ids)  # one digit per token, the space kept with it
+    assert (
+        auto_tok(text)["input_ids"] == ids == file_tok(text)["input_ids"]
+    )  # no pre-tokenizer swapped in
+    assert "Ġ7" in tokenizer.convert_ids_to_tokens(
+        ids
+    )  # one digit per token, the space kept with it
     assert auto_tok.decode(ids) == text
     x = torch.tensor([ids])
     with torch.no_grad():
@@ -42,21 +54,36 @@ def test_tiny_pair_round_trip(tmp_path, tokenizer, kind):
 
 def test_hub_code_path_with_a_local_folder_and_offline_error(tmp_path, tokenizer, monkeypatch):
     model = models.tiny_model("tiny-llama", SMOKE.student_shape, tokenizer)
-    model.save_pretrained(tmp_path / "model"), models.save_tokenizer(tokenizer, tmp_path / "tokenizer")
-    loaded = models.load_model(str(tmp_path / "model"), dtype="auto")  # the same call the Hub ids go through
+    (
+        model.save_pretrained(tmp_path / "model"),
+        models.save_tokenizer(tokenizer, tmp_path / "tokenizer"),
+    )
+    loaded = models.load_model(
+        str(tmp_path / "model"), dtype="auto"
+    )  # the same call the Hub ids go through
     assert loaded.dtype == torch.float32 and not loaded.training
     assert models.load_tokenizer(str(tmp_path / "tokenizer")).eos_token == "<eos>"
     assert models.hub_ids("qwen") == ("Qwen/Qwen2.5-3B", "Qwen/Qwen2.5-0.5B")
-    assert models.hub_ids("llama", instruct=True) == ("meta-llama/Llama-3.2-3B-Instruct", "meta-llama/Llama-3.2-1B-Instruct")
+    assert models.hub_ids("llama", instruct=True) == (
+        "meta-llama/Llama-3.2-3B-Instruct",
+        "meta-llama/Llama-3.2-1B-Instruct",
+    )
     monkeypatch.setattr(models, "hub_unreachable", lambda: True)
-    with pytest.raises(DataUnavailableError, match="Qwen/Qwen2.5-0.5B: the Hugging Face Hub is unreachable; use a tiny pair"):
+    with pytest.raises(
+        DataUnavailableError,
+        match="Qwen/Qwen2.5-0.5B: the Hugging Face Hub is unreachable; use a tiny pair",
+    ):
         models.load_model("Qwen/Qwen2.5-0.5B")
 
 
 def test_vocabulary_padding_rows_and_mismatch():
-    small, big = (types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=v)) for v in (151936, 152064))
+    small, big = (
+        types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=v)) for v in (151936, 152064)
+    )
     assert shared_vocab_size(small, big, tokenizer_size=151665) == 151665
-    with pytest.raises(ConfigError, match=r"teacher vocabulary \(152064\) and student vocabulary \(151936\) differ"):
+    with pytest.raises(
+        ConfigError, match=r"teacher vocabulary \(152064\) and student vocabulary \(151936\) differ"
+    ):
         shared_vocab_size(small, big)
     other = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=32000))
     with pytest.raises(ConfigError, match="do not share a vocabulary"):
@@ -67,35 +94,61 @@ def test_prepare_trains_once_caches_and_never_uses_a_partial_folder(tmp_path, mo
     profile = get_profile("smoke", teacher_steps=20)
     calls = []
     real_sft = train.supervised_finetune
-    monkeypatch.setattr(train, "supervised_finetune", lambda *a, **k: calls.append(1) or real_sft(*a, **k))
+    monkeypatch.setattr(
+        train, "supervised_finetune", lambda *a, **k: calls.append(1) or real_sft(*a, **k)
+    )
     # a crash while writing leaves no folder a later call could mistake for a finished one
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    monkeypatch.setattr(
+        train, "evaluate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed"))
+    )
     with pytest.raises(RuntimeError, match="killed"):
         train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path)
     assert not any(p.name.startswith("tiny-qwen") for p in (tmp_path / "smoke").iterdir())
     monkeypatch.undo()
-    monkeypatch.setattr(train, "supervised_finetune", lambda *a, **k: calls.append(1) or real_sft(*a, **k))
+    monkeypatch.setattr(
+        train, "supervised_finetune", lambda *a, **k: calls.append(1) or real_sft(*a, **k)
+    )
     calls.clear()
     folder = train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path)
     assert len(calls) == 2 and atomic.is_complete(folder)  # teacher SFT + student warm start
     report = json.loads((folder / "metrics.json").read_text())
-    first_val, best_val = report["teacher_sft"]["val_loss"][0][1], report["teacher_sft"]["best_val_loss"]
+    first_val, best_val = (
+        report["teacher_sft"]["val_loss"][0][1],
+        report["teacher_sft"]["best_val_loss"],
+    )
     assert best_val < 0.8 * first_val  # teacher SFT lowers the validation loss
     assert 0 <= report["teacher_score"] <= 100 and 0 <= report["student_score"] <= 100
     calls.clear()
-    assert train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path) == folder and not calls
+    assert (
+        train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path) == folder
+        and not calls
+    )
     teacher, student, tok = train.load_prepared(folder)
     assert teacher.num_parameters() > 2 * student.num_parameters()
     assert teacher.config.vocab_size == student.config.vocab_size == len(tok)
     assert not list(folder.glob(".*tmp*"))
     # a changed field that shapes the models gives another folder
-    assert train.pair_key(get_profile("smoke", teacher_steps=21), "tiny-qwen", "synth_gsm") != folder.name
+    assert (
+        train.pair_key(get_profile("smoke", teacher_steps=21), "tiny-qwen", "synth_gsm")
+        != folder.name
+    )
     # a field only another task uses does not retrain this task's pair
-    assert train.pair_key(get_profile("smoke", teacher_steps=20, student_warmup_steps_summ=9, max_new_tokens_summ=9),
-                          "tiny-qwen", "synth_gsm") == folder.name
+    assert (
+        train.pair_key(
+            get_profile(
+                "smoke", teacher_steps=20, student_warmup_steps_summ=9, max_new_tokens_summ=9
+            ),
+            "tiny-qwen",
+            "synth_gsm",
+        )
+        == folder.name
+    )
     summ = get_profile("smoke", student_warmup_steps_summ=3)
-    assert train.pair_key(summ, "tiny-qwen", "synth_summ") == \
-        train.pair_key(get_profile("smoke", student_warmup_steps_summ=3, student_warmup_steps=50), "tiny-qwen", "synth_summ")
+    assert train.pair_key(summ, "tiny-qwen", "synth_summ") == train.pair_key(
+        get_profile("smoke", student_warmup_steps_summ=3, student_warmup_steps=50),
+        "tiny-qwen",
+        "synth_summ",
+    )
 
 
 @pytest.mark.parametrize("kind", ["tiny-qwen", "tiny-llama"])
@@ -104,35 +157,63 @@ def test_sft_with_eager_attention_trains_the_same_weights_and_restores_sdpa(toke
     up to rounding, and the model keeps its own (SDPA) attention for everything after."""
     assert train.sft_attention("cpu") == "eager" and train.sft_attention("cuda") is None
     examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)[:48]
-    pairs = [(tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"]) for e in examples]
+    pairs = [
+        (tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"])
+        for e in examples
+    ]
     weights = {}
     for attention in (None, "eager"):
         model = models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5)
         own = model.config._attn_implementation
         used = []
         model.model.layers[0].self_attn.register_forward_hook(
-            lambda module, args, out: used.append(module.config._attn_implementation))
-        train.supervised_finetune(model, pairs[:32], pairs[32:], 6, 3e-3, 8, tokenizer.pad_token_id,
-                                  eval_every=3, attention=attention)
+            lambda module, args, out: used.append(module.config._attn_implementation)
+        )
+        train.supervised_finetune(
+            model,
+            pairs[:32],
+            pairs[32:],
+            6,
+            3e-3,
+            8,
+            tokenizer.pad_token_id,
+            eval_every=3,
+            attention=attention,
+        )
         assert set(used) == {attention or own}
         assert model.config._attn_implementation == own == "sdpa"
         weights[attention] = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert torch.allclose(weights[None], weights["eager"], atol=1e-4)
-    start = torch.cat([p.detach().flatten() for p in models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5).parameters()])
-    assert (weights[None] - start).abs().max() > 1e-3  # the steps moved the weights: the comparison has power
+    start = torch.cat(
+        [
+            p.detach().flatten()
+            for p in models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5).parameters()
+        ]
+    )
+    assert (
+        weights[None] - start
+    ).abs().max() > 1e-3  # the steps moved the weights: the comparison has power
 
 
 @pytest.mark.parametrize("kind", ["tiny-qwen", "tiny-llama"])
-def test_sft_loss_on_response_positions_and_length_groups_match_the_models_own_loss(tokenizer, kind):
+def test_sft_loss_on_response_positions_and_length_groups_match_the_models_own_loss(
+    tokenizer, kind
+):
     """`response_nll` (the head on response positions only) is the model's own causal-LM loss, value
-    and gradient; SFT over length-sorted groups trains the same weights as whole batches up to rounding."""
+    and gradient; SFT over length-sorted groups trains the same weights as whole batches up to
+    rounding."""
     examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)[:48]
-    pairs = [(tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"]) for e in examples]
+    pairs = [
+        (tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"])
+        for e in examples
+    ]
     model = models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5)
     batch = train.collate(pairs[:8], tokenizer.pad_token_id, "cpu")
     own = model(input_ids=batch[0], attention_mask=batch[1], labels=batch[2]).loss
     own_grad = torch.autograd.grad(own, list(model.parameters()))
-    ours, count = train.response_nll(model, batch, normaliser=float((batch[2][:, 1:] != -100).sum()))
+    ours, count = train.response_nll(
+        model, batch, normaliser=float((batch[2][:, 1:] != -100).sum())
+    )
     assert count == sum(len(r) for _, r in pairs[:8])
     torch.testing.assert_close(ours, own, atol=1e-6, rtol=1e-5)
     for a, b in zip(torch.autograd.grad(ours, list(model.parameters())), own_grad):
@@ -145,13 +226,29 @@ def test_sft_loss_on_response_positions_and_length_groups_match_the_models_own_l
     weights = {}
     for groups in (1, 2):
         model = models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5)
-        history = train.supervised_finetune(model, pairs[:32], pairs[32:], 6, 3e-3, 8, tokenizer.pad_token_id,
-                                            eval_every=3, length_groups=groups)
+        history = train.supervised_finetune(
+            model,
+            pairs[:32],
+            pairs[32:],
+            6,
+            3e-3,
+            8,
+            tokenizer.pad_token_id,
+            eval_every=3,
+            length_groups=groups,
+        )
         weights[groups] = torch.cat([p.detach().flatten() for p in model.parameters()])
         assert history["best_step"] > 0
     assert torch.allclose(weights[1], weights[2], atol=1e-4)
-    start = torch.cat([p.detach().flatten() for p in models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5).parameters()])
-    assert (weights[1] - start).abs().max() > 1e-3  # the steps moved the weights: the comparison has power
+    start = torch.cat(
+        [
+            p.detach().flatten()
+            for p in models.tiny_model(kind, SMOKE.teacher_shape, tokenizer, seed=5).parameters()
+        ]
+    )
+    assert (
+        weights[1] - start
+    ).abs().max() > 1e-3  # the steps moved the weights: the comparison has power
 
 
 @pytest.mark.parametrize("q_len", [1, 2, 9, 17])
@@ -161,35 +258,63 @@ def test_short_query_attention_matches_sdpa(q_len, mask_kind):
     a left-padded and causal mask with a KV-cache offset, an additive mask, or none) up to bf16
     rounding; fp32 and long queries go to SDPA itself, bit for bit."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
     g = torch.Generator().manual_seed(q_len)
     batch, heads, kv_heads, kv_len, dim = 3, 4, 2, 30, 16
-    module = types.SimpleNamespace(num_key_value_groups=heads // kv_heads, is_causal=True, training=False)
-    q, k, v = (torch.randn(batch, h, n, dim, generator=g) for h, n in ((heads, q_len), (kv_heads, kv_len), (kv_heads, kv_len)))
+    module = types.SimpleNamespace(
+        num_key_value_groups=heads // kv_heads, is_causal=True, training=False
+    )
+    q, k, v = (
+        torch.randn(batch, h, n, dim, generator=g)
+        for h, n in ((heads, q_len), (kv_heads, kv_len), (kv_heads, kv_len))
+    )
     keep = torch.ones(batch, 1, q_len, kv_len, dtype=torch.bool).tril(kv_len - q_len)
     keep[0, ..., :7] = False  # a left-padded row
-    mask = {"padded": keep, "float": torch.zeros(keep.shape).masked_fill(~keep, -1e9), "none": None}[mask_kind]
+    mask = {
+        "padded": keep,
+        "float": torch.zeros(keep.shape).masked_fill(~keep, -1e9),
+        "none": None,
+    }[mask_kind]
     expected, _ = sdpa_attention_forward(module, q, k, v, mask)  # fp32 reference [B, Q, H, D]
     qb, kb, vb = (t.bfloat16() for t in (q, k, v))
-    got, _ = models.short_query_attention(module, qb, kb, vb, None if mask is None else mask.to(
-        torch.bool if mask.dtype == torch.bool else torch.bfloat16))
+    got, _ = models.short_query_attention(
+        module,
+        qb,
+        kb,
+        vb,
+        None
+        if mask is None
+        else mask.to(torch.bool if mask.dtype == torch.bool else torch.bfloat16),
+    )
     assert got.dtype == torch.bfloat16 and got.shape == expected.shape == (batch, q_len, heads, dim)
     torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
     if mask_kind == "padded":  # the padded keys carry weight nowhere: changing them changes nothing
         kb2, vb2 = kb.clone(), vb.clone()
         kb2[0, :, :7], vb2[0, :, :7] = 100.0, 100.0
         assert torch.equal(models.short_query_attention(module, qb, kb2, vb2, mask)[0], got)
-    for args in ((q, k, v, mask), (torch.randn(batch, heads, 40, dim, generator=g).bfloat16(), kb, vb, None)):
-        assert torch.equal(models.short_query_attention(module, *args)[0], sdpa_attention_forward(module, *args)[0])
+    for args in (
+        (q, k, v, mask),
+        (torch.randn(batch, heads, 40, dim, generator=g).bfloat16(), kb, vb, None),
+    ):
+        assert torch.equal(
+            models.short_query_attention(module, *args)[0], sdpa_attention_forward(module, *args)[0]
+        )
 
 
 def test_bf16_models_on_cpu_decode_with_short_query_attention(tmp_path, tokenizer):
     """load_model gives a bf16 model on CPU the short-query attention (fp32 keeps SDPA); its
     decode-step logits agree with SDPA's up to bf16 rounding, and greedy tokens agree."""
     from adaswitch_lib.decoding import Decoder
-    models.tiny_model("tiny-qwen", SMOKE.teacher_shape, tokenizer, seed=3).save_pretrained(tmp_path / "model")
+
+    models.tiny_model("tiny-qwen", SMOKE.teacher_shape, tokenizer, seed=3).save_pretrained(
+        tmp_path / "model"
+    )
     fast = models.load_model(str(tmp_path / "model"), "bfloat16", "cpu")
     assert fast.config._attn_implementation == models.SHORT_QUERY_ATTENTION
-    assert models.load_model(str(tmp_path / "model"), "float32", "cpu").config._attn_implementation == "sdpa"
+    assert (
+        models.load_model(str(tmp_path / "model"), "float32", "cpu").config._attn_implementation
+        == "sdpa"
+    )
     reference = models.load_model(str(tmp_path / "model"), "bfloat16", "cpu")
     reference.set_attn_implementation("sdpa")
     ids = torch.randint(3, len(tokenizer), (4, 12), generator=torch.Generator().manual_seed(0))
@@ -199,6 +324,14 @@ def test_bf16_models_on_cpu_decode_with_short_query_attention(tmp_path, tokenize
         decoders = [Decoder(m, ids, mask, len(tokenizer), 8) for m in (fast, reference)]
         for step in range(6):
             tokens = decoders[1].next_logits.argmax(-1, keepdim=True)
-            torch.testing.assert_close(decoders[0].next_logits.float(), decoders[1].next_logits.float(), atol=0.05, rtol=0.05)
-            logits = [dec.feed(tokens if step % 2 else tokens.repeat(1, 3), all_logits=True).float() for dec in decoders]
+            torch.testing.assert_close(
+                decoders[0].next_logits.float(),
+                decoders[1].next_logits.float(),
+                atol=0.05,
+                rtol=0.05,
+            )
+            logits = [
+                dec.feed(tokens if step % 2 else tokens.repeat(1, 3), all_logits=True).float()
+                for dec in decoders
+            ]
             torch.testing.assert_close(logits[0], logits[1], atol=0.05, rtol=0.05)

@@ -1,7 +1,7 @@
 """The two ways in stay in step: pyproject's dependencies, environment.yml, run_all.sh and CI."""
+
 import re
 import subprocess
-
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,9 @@ def test_ci_calls_the_readme_test_command():
 
 
 def test_run_all_help_and_bad_option():
-    help_text = subprocess.run(["bash", ROOT / "run_all.sh", "--help"], capture_output=True, text=True)
+    help_text = subprocess.run(
+        ["bash", ROOT / "run_all.sh", "--help"], capture_output=True, text=True
+    )
     assert help_text.returncode == 0 and "--profile NAME" in help_text.stdout
     bad = subprocess.run(["bash", ROOT / "run_all.sh", "--fast"], capture_output=True, text=True)
     assert bad.returncode == 2 and re.search(r"unknown option '--fast'.*--help", bad.stderr)

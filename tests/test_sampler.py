@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from adaswitch_lib.errors import ConfigError
 from adaswitch_lib.data import left_pad
+from adaswitch_lib.errors import ConfigError
 from adaswitch_lib.sampler import SamplerConfig, sample_targets
 
 VOCAB, EOS = 48, 3
@@ -14,9 +14,18 @@ VOCAB, EOS = 48, 3
 
 def tiny(kind="qwen", layers=1, hidden=32, vocab=VOCAB, seed=0, context=128):
     torch.manual_seed(seed)
-    Config, Model = (Qwen2Config, Qwen2ForCausalLM) if kind == "qwen" else (LlamaConfig, LlamaForCausalLM)
-    config = Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                    num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=context)
+    Config, Model = (
+        (Qwen2Config, Qwen2ForCausalLM) if kind == "qwen" else (LlamaConfig, LlamaForCausalLM)
+    )
+    config = Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=context,
+    )
     model = Model(config)
     with torch.no_grad():  # sharper random distributions, so that divergences vary along a sequence
         model.lm_head.weight.mul_(8.0 if kind == "qwen" else 4.0)
@@ -25,7 +34,9 @@ def tiny(kind="qwen", layers=1, hidden=32, vocab=VOCAB, seed=0, context=128):
 
 @pytest.fixture(scope="module", params=["qwen", "llama"])
 def pair(request):
-    return tiny(request.param, layers=1, hidden=32, seed=1), tiny(request.param, layers=2, hidden=64, seed=2)
+    return tiny(request.param, layers=1, hidden=32, seed=1), tiny(
+        request.param, layers=2, hidden=64, seed=2
+    )
 
 
 def prompts(batch=8, seed=0):
@@ -37,38 +48,72 @@ def prompts(batch=8, seed=0):
 def run(method, pair, cfg, seed=0, batch=8, **kw):
     ids, mask = prompts(batch, seed)
     student, teacher = pair
-    return sample_targets(method, student, teacher, ids, mask, cfg, torch.Generator().manual_seed(seed), **kw)
+    return sample_targets(
+        method, student, teacher, ids, mask, cfg, torch.Generator().manual_seed(seed), **kw
+    )
 
 
 SETTINGS = [  # (K, L, draft_chunk): switch early, late and never
-    (1.05, 2, 4), (1.05, 2, 1), (1.5, 4, 16), (2.5, 6, 5), (math.inf, 3, 8)]
+    (1.05, 2, 4),
+    (1.05, 2, 1),
+    (1.5, 4, 16),
+    (2.5, 6, 5),
+    (math.inf, 3, 8),
+]
 
 
 @pytest.mark.parametrize("k, window, chunk", SETTINGS)
 @pytest.mark.parametrize("greedy", [True, False])
 def test_fast_adaswitch_equals_token_by_token_reference(pair, k, window, chunk, greedy):
-    temps = dict(student_temperature=0.0, teacher_temperature=0.0) if greedy else \
-        dict(student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
-    cfg = SamplerConfig(max_new_tokens=40, adaswitch_k=k, adaswitch_window=window, draft_chunk=chunk,
-                        eos_token_id=EOS, teacher_continuation="exact", **temps)
+    temps = (
+        dict(student_temperature=0.0, teacher_temperature=0.0)
+        if greedy
+        else dict(
+            student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9
+        )
+    )
+    cfg = SamplerConfig(
+        max_new_tokens=40,
+        adaswitch_k=k,
+        adaswitch_window=window,
+        draft_chunk=chunk,
+        eos_token_id=EOS,
+        teacher_continuation="exact",
+        **temps,
+    )
     for seed in range(3):
         fast, ref = run("adaswitch", pair, cfg, seed), run("adaswitch_reference", pair, cfg, seed)
         assert torch.equal(fast.sequences, ref.sequences)
         assert torch.equal(fast.response_mask, ref.response_mask)
         assert torch.equal(fast.stats["switch_index"], ref.stats["switch_index"])
-        assert torch.allclose(fast.stats["d_at_switch"], ref.stats["d_at_switch"], rtol=1e-4, equal_nan=True)
+        assert torch.allclose(
+            fast.stats["d_at_switch"], ref.stats["d_at_switch"], rtol=1e-4, equal_nan=True
+        )
         switched = fast.stats["switched"]
         assert (fast.stats["switch_index"][switched] > window).all()
-        assert (fast.stats["switch_index"][switched] <= fast.stats["response_length"][switched]).all()
+        assert (
+            fast.stats["switch_index"][switched] <= fast.stats["response_length"][switched]
+        ).all()
         if k == math.inf:
             assert not switched.any()
 
 
 @pytest.mark.parametrize("k, window, chunk", SETTINGS[:4])
 def test_speculative_continuation_keeps_the_exact_exploration(pair, k, window, chunk):
-    """Up to and including the switch token, speculative continuation writes what the reference writes."""
-    cfg = SamplerConfig(max_new_tokens=40, adaswitch_k=k, adaswitch_window=window, draft_chunk=chunk, eos_token_id=EOS,
-                        teacher_continuation="speculative", student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
+    """Up to and including the switch token, speculative continuation writes what the reference
+    writes."""
+    cfg = SamplerConfig(
+        max_new_tokens=40,
+        adaswitch_k=k,
+        adaswitch_window=window,
+        draft_chunk=chunk,
+        eos_token_id=EOS,
+        teacher_continuation="speculative",
+        student_temperature=1.0,
+        student_top_p=1.0,
+        teacher_temperature=0.7,
+        teacher_top_p=0.9,
+    )
     for seed in range(3):
         fast, ref = run("adaswitch", pair, cfg, seed), run("adaswitch_reference", pair, cfg, seed)
         assert torch.equal(fast.stats["switch_index"], ref.stats["switch_index"])
@@ -82,17 +127,34 @@ def test_speculative_continuation_keeps_the_exact_exploration(pair, k, window, c
 
 
 SKD_SETTINGS = [  # (rule, k or p, draft_chunk, greedy): rejections rare, frequent, everywhere
-    ("top_k", 6, 8, False), ("top_k", 2, 4, False), ("top_k", 1, 16, False), ("top_k", 3, 1, False),
-    ("top_p", 0.5, 5, False), ("top_k", 2, 8, True)]
+    ("top_k", 6, 8, False),
+    ("top_k", 2, 4, False),
+    ("top_k", 1, 16, False),
+    ("top_k", 3, 1, False),
+    ("top_p", 0.5, 5, False),
+    ("top_k", 2, 8, True),
+]
 
 
 @pytest.mark.parametrize("rule, size, chunk, greedy", SKD_SETTINGS)
 def test_skd_draft_verify_equals_token_by_token_reference(pair, rule, size, chunk, greedy):
-    temps = dict(student_temperature=0.0, teacher_temperature=0.0) if greedy else \
-        dict(student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
-    cfg = SamplerConfig(max_new_tokens=40, skd_rule=rule, skd_top_k=size if rule == "top_k" else 25,
-                        skd_top_p=size if rule == "top_p" else 0.5, draft_chunk=chunk, eos_token_id=EOS,
-                        keep_teacher_logits=True, **temps)
+    temps = (
+        dict(student_temperature=0.0, teacher_temperature=0.0)
+        if greedy
+        else dict(
+            student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9
+        )
+    )
+    cfg = SamplerConfig(
+        max_new_tokens=40,
+        skd_rule=rule,
+        skd_top_k=size if rule == "top_k" else 25,
+        skd_top_p=size if rule == "top_p" else 0.5,
+        draft_chunk=chunk,
+        eos_token_id=EOS,
+        keep_teacher_logits=True,
+        **temps,
+    )
     replaced = []
     for seed in range(3):
         fast, ref = run("skd", pair, cfg, seed), run("skd_reference", pair, cfg, seed)
@@ -103,7 +165,9 @@ def test_skd_draft_verify_equals_token_by_token_reference(pair, rule, size, chun
         assert torch.allclose(fast.teacher_logits[m], ref.teacher_logits[m], atol=1e-4)
         replaced.append(fast.stats["replaced_tokens"])
     replaced = torch.cat(replaced)
-    assert replaced.float().std() > 0 or greedy  # rows reject at different points: they advance apart
+    assert (
+        replaced.float().std() > 0 or greedy
+    )  # rows reject at different points: they advance apart
 
 
 def test_speculative_continuation_samples_the_teacher_distribution():
@@ -111,29 +175,45 @@ def test_speculative_continuation_samples_the_teacher_distribution():
     q(y0) p(y1 | y0) p(y2 | y0 y1) (the switch fires at i = 2 in every row); a residual step
     that samples the wrong distribution fails the same bound."""
     import adaswitch_lib.sampler as sampler_module
+
     vocab, n, draws = 6, 3, 6000
     student, teacher = tiny(vocab=vocab, seed=3), tiny(layers=2, hidden=64, vocab=vocab, seed=4)
     for model, scale in ((student, 0.25), (teacher, 0.3)):  # unsharpen: every token has some mass
         with torch.no_grad():
             model.lm_head.weight.mul_(scale)
     prompt = torch.tensor([[1, 4, 2]])
-    cfg = SamplerConfig(max_new_tokens=n, adaswitch_k=1e-9, adaswitch_window=1, student_temperature=1.0,
-                        student_top_p=1.0, teacher_temperature=1.0, teacher_top_p=1.0, eos_token_id=None,
-                        teacher_continuation="speculative", continuation_draft="student_warp")
+    cfg = SamplerConfig(
+        max_new_tokens=n,
+        adaswitch_k=1e-9,
+        adaswitch_window=1,
+        student_temperature=1.0,
+        student_top_p=1.0,
+        teacher_temperature=1.0,
+        teacher_top_p=1.0,
+        eos_token_id=None,
+        teacher_continuation="speculative",
+        continuation_draft="student_warp",
+    )
     ids, mask = prompt.expand(draws, -1), torch.ones(draws, 3, dtype=torch.long)
     # exact probabilities of every sequence
     seqs = torch.cartesian_prod(*[torch.arange(vocab)] * n)
     full = torch.cat([prompt.expand(len(seqs), -1), seqs], 1)
     with torch.no_grad():
         s_logp = torch.log_softmax(student(full).logits[:, 2], -1).gather(1, seqs[:, :1])[:, 0]
-        t_logp = torch.log_softmax(teacher(full).logits[:, 3:-1], -1).gather(2, seqs[:, 1:, None])[..., 0].sum(1)
+        t_logp = (
+            torch.log_softmax(teacher(full).logits[:, 3:-1], -1)
+            .gather(2, seqs[:, 1:, None])[..., 0]
+            .sum(1)
+        )
     expected = (s_logp + t_logp).exp() * draws
 
     def statistic():
-        t = sample_targets("adaswitch", student, teacher, ids, mask, cfg, torch.Generator().manual_seed(7))
+        t = sample_targets(
+            "adaswitch", student, teacher, ids, mask, cfg, torch.Generator().manual_seed(7)
+        )
         assert (t.stats["switch_index"] == 2).all()
         code = (t.responses * vocab ** torch.arange(n - 1, -1, -1)).sum(1)
-        observed = torch.bincount(code, minlength=vocab ** n).float()
+        observed = torch.bincount(code, minlength=vocab**n).float()
         big = expected >= 5  # chi-square over the well-filled cells, the rest pooled
         o = torch.cat([observed[big], observed[~big].sum()[None]]) if (~big).any() else observed
         e = torch.cat([expected[big], expected[~big].sum()[None]]) if (~big).any() else expected
@@ -155,42 +235,80 @@ def test_speculative_continuation_samples_the_teacher_distribution():
     assert wrong > bound, (wrong, bound)
 
 
-@pytest.mark.parametrize("method, continuation", [("skd", "exact"), ("adaswitch", "exact"), ("adaswitch", "speculative")])
-@pytest.mark.parametrize("k, window", [(1.05, 2), (1.5, 4), (math.inf, 3)])  # switch early, late, never
+@pytest.mark.parametrize(
+    "method, continuation", [("skd", "exact"), ("adaswitch", "exact"), ("adaswitch", "speculative")]
+)
+@pytest.mark.parametrize(
+    "k, window", [(1.05, 2), (1.5, 4), (math.inf, 3)]
+)  # switch early, late, never
 def test_every_round_advances_every_live_row(pair, method, continuation, k, window):
     """No stall: each teacher pass writes at least one token to every live row, so a batch needs at
     most max_new_tokens teacher passes after the prompt's, and the student drafts at most
     2 x draft_chunk tokens per pass (its adaptive limit), whatever the switch regime."""
     student, teacher = pair
     calls = {"student": 0, "teacher": 0}
-    hooks = [m.register_forward_hook(lambda mod, args, out, who=who: calls.__setitem__(who, calls[who] + 1))
-             for m, who in ((student, "student"), (teacher, "teacher"))]
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, args, out, who=who: calls.__setitem__(who, calls[who] + 1)
+        )
+        for m, who in ((student, "student"), (teacher, "teacher"))
+    ]
     try:
         n, chunk = 40, 8
-        cfg = SamplerConfig(max_new_tokens=n, adaswitch_k=k, adaswitch_window=window, draft_chunk=chunk,
-                            eos_token_id=None, teacher_continuation=continuation, student_temperature=1.0,
-                            student_top_p=1.0, teacher_temperature=0.7, teacher_top_p=0.9)
+        cfg = SamplerConfig(
+            max_new_tokens=n,
+            adaswitch_k=k,
+            adaswitch_window=window,
+            draft_chunk=chunk,
+            eos_token_id=None,
+            teacher_continuation=continuation,
+            student_temperature=1.0,
+            student_top_p=1.0,
+            teacher_temperature=0.7,
+            teacher_top_p=0.9,
+        )
         t = run(method, pair, cfg, batch=16)
     finally:
         for hook in hooks:
             hook.remove()
     assert (t.stats["response_length"] == n).all()
     assert calls["teacher"] <= 1 + n, calls
-    assert calls["student"] <= 1 + calls["teacher"] * 2 * chunk, calls  # drafts grow to 2x draft_chunk at most
+    assert calls["student"] <= 1 + calls["teacher"] * 2 * chunk, (
+        calls
+    )  # drafts grow to 2x draft_chunk at most
 
 
 def test_the_settings_cover_early_late_and_no_switches(pair):
-    cfg = SamplerConfig(max_new_tokens=40, student_temperature=1.0, student_top_p=1.0, eos_token_id=None)
-    early = run("adaswitch", pair, dataclasses.replace(cfg, adaswitch_k=1.05, adaswitch_window=2), batch=16)
-    late = run("adaswitch", pair, dataclasses.replace(cfg, adaswitch_k=1.5, adaswitch_window=4), batch=16)
-    assert early.stats["switched"].float().mean() > 0.8 and early.stats["switch_index"].float().median() <= 8
-    assert late.stats["switched"].any() and late.stats["switch_index"][late.stats["switched"]].float().mean() > 10
+    cfg = SamplerConfig(
+        max_new_tokens=40, student_temperature=1.0, student_top_p=1.0, eos_token_id=None
+    )
+    early = run(
+        "adaswitch", pair, dataclasses.replace(cfg, adaswitch_k=1.05, adaswitch_window=2), batch=16
+    )
+    late = run(
+        "adaswitch", pair, dataclasses.replace(cfg, adaswitch_k=1.5, adaswitch_window=4), batch=16
+    )
+    assert (
+        early.stats["switched"].float().mean() > 0.8
+        and early.stats["switch_index"].float().median() <= 8
+    )
+    assert (
+        late.stats["switched"].any()
+        and late.stats["switch_index"][late.stats["switched"]].float().mean() > 10
+    )
 
 
 def test_switch_statistics_agree_in_distribution(pair):
-    """Independent draws: fast and reference switch rates and positions agree within sampling error."""
-    cfg = SamplerConfig(max_new_tokens=30, student_temperature=1.0, student_top_p=1.0, adaswitch_k=1.6,
-                        adaswitch_window=4, eos_token_id=EOS)
+    """Independent draws: fast and reference switch rates and positions agree within sampling
+    error."""
+    cfg = SamplerConfig(
+        max_new_tokens=30,
+        student_temperature=1.0,
+        student_top_p=1.0,
+        adaswitch_k=1.6,
+        adaswitch_window=4,
+        eos_token_id=EOS,
+    )
     fast = [run("adaswitch", pair, cfg, seed=s, batch=64) for s in range(0, 4)]
     ref = [run("adaswitch_reference", pair, cfg, seed=s, batch=64) for s in range(10, 14)]
     rate = lambda ts: torch.cat([t.stats["switched"] for t in ts]).float()
@@ -201,12 +319,20 @@ def test_switch_statistics_agree_in_distribution(pair):
 
 
 def test_infinite_k_is_plain_student_sampling(pair):
-    cfg = SamplerConfig(max_new_tokens=30, student_temperature=1.0, student_top_p=0.9, adaswitch_k=math.inf, eos_token_id=EOS)
+    cfg = SamplerConfig(
+        max_new_tokens=30,
+        student_temperature=1.0,
+        student_top_p=0.9,
+        adaswitch_k=math.inf,
+        eos_token_id=EOS,
+    )
     assert torch.equal(run("adaswitch", pair, cfg).sequences, run("student", pair, cfg).sequences)
 
 
 def test_skd_limits(pair):
-    cfg = SamplerConfig(max_new_tokens=30, student_temperature=1.0, student_top_p=1.0, eos_token_id=EOS)
+    cfg = SamplerConfig(
+        max_new_tokens=30, student_temperature=1.0, student_top_p=1.0, eos_token_id=EOS
+    )
     everything = run("skd", pair, dataclasses.replace(cfg, skd_top_k=VOCAB))
     assert torch.equal(everything.sequences, run("student", pair, cfg).sequences)
     assert everything.stats["replaced_tokens"].sum() == 0
@@ -222,28 +348,44 @@ def test_skd_limits(pair):
 
 
 def test_eos_before_any_switch_is_never_switched(pair):
-    cfg = SamplerConfig(max_new_tokens=30, student_temperature=0.0, teacher_temperature=0.0, adaswitch_k=1.01,
-                        adaswitch_window=4)
+    cfg = SamplerConfig(
+        max_new_tokens=30,
+        student_temperature=0.0,
+        teacher_temperature=0.0,
+        adaswitch_k=1.01,
+        adaswitch_window=4,
+    )
     free = run("adaswitch", pair, cfg)
     eos = int(free.responses[0, 2])  # row 0's third token becomes EOS: it ends at i = 3 <= L
     for method in ("adaswitch", "adaswitch_reference"):
         t = run(method, pair, dataclasses.replace(cfg, eos_token_id=eos))
         first_eos = int((t.responses[0] == eos).nonzero()[0])
         assert first_eos <= 2 and not t.stats["switched"][0]
-        assert t.stats["response_length"][0] == first_eos + 1 and t.response_mask[0, first_eos + 1:].sum() == 0
-        assert (t.responses[0, first_eos + 1:] == cfg.pad_token_id).all()
+        assert (
+            t.stats["response_length"][0] == first_eos + 1
+            and t.response_mask[0, first_eos + 1 :].sum() == 0
+        )
+        assert (t.responses[0, first_eos + 1 :] == cfg.pad_token_id).all()
 
 
 def test_left_padded_batch_equals_one_prompt_at_a_time(pair):
-    cfg = SamplerConfig(max_new_tokens=24, student_temperature=0.0, teacher_temperature=0.0, adaswitch_k=1.3,
-                        adaswitch_window=3, eos_token_id=EOS)
+    cfg = SamplerConfig(
+        max_new_tokens=24,
+        student_temperature=0.0,
+        teacher_temperature=0.0,
+        adaswitch_k=1.3,
+        adaswitch_window=3,
+        eos_token_id=EOS,
+    )
     ids, mask = prompts(6, seed=5)
     student, teacher = pair
     for method in ("student", "skd", "adaswitch"):
         batch = sample_targets(method, student, teacher, ids, mask, cfg)
         for row in range(6):
             keep = mask[row].bool()
-            alone = sample_targets(method, student, teacher, ids[row:row + 1, keep], mask[row:row + 1, keep], cfg)
+            alone = sample_targets(
+                method, student, teacher, ids[row : row + 1, keep], mask[row : row + 1, keep], cfg
+            )
             n = int(alone.stats["response_length"][0])
             assert torch.equal(alone.responses[0, :n], batch.responses[row, :n]), (method, row)
             assert int(batch.stats["response_length"][row]) == n
@@ -251,13 +393,21 @@ def test_left_padded_batch_equals_one_prompt_at_a_time(pair):
 
 def test_kept_teacher_logits_match_a_teacher_forced_pass(pair):
     student, teacher = pair
-    cfg = SamplerConfig(max_new_tokens=20, student_temperature=1.0, adaswitch_k=1.3, adaswitch_window=3,
-                        eos_token_id=EOS, keep_teacher_logits=True)
+    cfg = SamplerConfig(
+        max_new_tokens=20,
+        student_temperature=1.0,
+        adaswitch_k=1.3,
+        adaswitch_window=3,
+        eos_token_id=EOS,
+        keep_teacher_logits=True,
+    )
     for method in ("adaswitch", "skd"):
         t = run(method, pair, cfg)
         positions = (t.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        logits = teacher(input_ids=t.sequences, attention_mask=t.attention_mask, position_ids=positions).logits
-        forced = logits[:, t.prompt_length - 1:-1]
+        logits = teacher(
+            input_ids=t.sequences, attention_mask=t.attention_mask, position_ids=positions
+        ).logits
+        forced = logits[:, t.prompt_length - 1 : -1]
         m = t.response_mask.bool()
         assert torch.allclose(t.teacher_logits[m], forced[m], atol=1e-4)
 
@@ -265,18 +415,31 @@ def test_kept_teacher_logits_match_a_teacher_forced_pass(pair):
 def test_padded_vocabulary_is_sliced_and_a_real_mismatch_is_an_error():
     student, teacher = tiny(vocab=VOCAB), tiny(layers=2, vocab=VOCAB + 16)
     ids, mask = prompts(4)
-    with pytest.raises(ConfigError, match=r"teacher vocabulary \(64\) and student vocabulary \(48\) differ"):
+    with pytest.raises(
+        ConfigError, match=r"teacher vocabulary \(64\) and student vocabulary \(48\) differ"
+    ):
         sample_targets("adaswitch", student, teacher, ids, mask, SamplerConfig(max_new_tokens=8))
-    t = sample_targets("adaswitch", student, teacher, ids, mask, SamplerConfig(max_new_tokens=8, vocab_size=VOCAB))
+    t = sample_targets(
+        "adaswitch", student, teacher, ids, mask, SamplerConfig(max_new_tokens=8, vocab_size=VOCAB)
+    )
     assert t.responses.max() < VOCAB
     with pytest.raises(ConfigError, match="cannot both hold"):
-        sample_targets("skd", student, teacher, ids, mask, SamplerConfig(max_new_tokens=8, vocab_size=VOCAB + 16))
+        sample_targets(
+            "skd",
+            student,
+            teacher,
+            ids,
+            mask,
+            SamplerConfig(max_new_tokens=8, vocab_size=VOCAB + 16),
+        )
 
 
 def test_bad_input_errors(pair):
     student, teacher = pair
     ids, mask = prompts(3)
-    with pytest.raises(ConfigError, match=r"adaswitch_window \(L\) = 0 is outside the allowed range \[1, inf\)"):
+    with pytest.raises(
+        ConfigError, match=r"adaswitch_window \(L\) = 0 is outside the allowed range \[1, inf\)"
+    ):
         SamplerConfig(adaswitch_window=0)
     with pytest.raises(ConfigError, match=r"adaswitch_k \(K\) = 0"):
         SamplerConfig(adaswitch_k=0)
@@ -300,67 +463,122 @@ def _sorted_nucleus_probs(logits, temperature, top_p):
 
 
 @pytest.mark.parametrize("vocab", [48, 542, 5000])
-@pytest.mark.parametrize("temperature, top_p", [(0.2, 0.5), (0.5, 0.5), (1.0, 0.9), (1.0, 0.999), (2.0, 0.3)])
+@pytest.mark.parametrize(
+    "temperature, top_p", [(0.2, 0.5), (0.5, 0.5), (1.0, 0.9), (1.0, 0.999), (2.0, 0.3)]
+)
 def test_top_p_by_top_k_equals_the_full_sort(vocab, temperature, top_p):
     """The nucleus from a growing top-k is the full sort's nucleus, flat rows (which need every
     token) included; samples at the same uniform numbers are the full sort's inverse CDF."""
-    from adaswitch_lib.decoding import SamplerConfig as Cfg, in_acceptance_set, sample_from_logits, warped_probs
+    from adaswitch_lib.decoding import SamplerConfig as Cfg
+    from adaswitch_lib.decoding import sample_from_logits, warped_probs
+    from adaswitch_lib.rules import in_acceptance_set
+
     g = torch.Generator().manual_seed(vocab)
-    logits = torch.randn(12, 3, vocab, generator=g) * torch.tensor([0.05, 1.0, 6.0])[None, :, None]  # flat to sharp
+    logits = (
+        torch.randn(12, 3, vocab, generator=g) * torch.tensor([0.05, 1.0, 6.0])[None, :, None]
+    )  # flat to sharp
     expected = _sorted_nucleus_probs(logits, temperature, top_p)
     assert torch.equal(warped_probs(logits, temperature, top_p) > 0, expected > 0)
-    torch.testing.assert_close(warped_probs(logits, temperature, top_p), expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        warped_probs(logits, temperature, top_p), expected, rtol=1e-6, atol=1e-7
+    )
     u = torch.rand(12, 3, generator=g)
     tokens = sample_from_logits(logits, temperature, top_p, u)
     cdf = expected.sort(-1, descending=True)
-    index = torch.searchsorted(cdf.values.cumsum(-1), (u * cdf.values.sum(-1))[..., None]).clamp(max=vocab - 1)
+    index = torch.searchsorted(cdf.values.cumsum(-1), (u * cdf.values.sum(-1))[..., None]).clamp(
+        max=vocab - 1
+    )
     assert torch.equal(tokens, cdf.indices.gather(-1, index)[..., 0])
     cfg = Cfg(skd_rule="top_p", skd_top_p=top_p, teacher_temperature=temperature)
     ranks = expected.sort(dim=-1, descending=True, stable=True).indices
-    size = (expected > 0).sum(-1, keepdim=True)  # each row's nucleus size: probe both sides of its edge
-    for rank in (torch.zeros_like(size), size - 2, size - 1, size, size + 1, torch.randint(0, vocab, size.shape, generator=g)):
+    size = (expected > 0).sum(
+        -1, keepdim=True
+    )  # each row's nucleus size: probe both sides of its edge
+    for rank in (
+        torch.zeros_like(size),
+        size - 2,
+        size - 1,
+        size,
+        size + 1,
+        torch.randint(0, vocab, size.shape, generator=g),
+    ):
         tokens = ranks.gather(-1, rank.clamp(0, vocab - 1))[..., 0]
-        assert torch.equal(in_acceptance_set(logits, tokens, cfg), expected.gather(-1, tokens[..., None])[..., 0] > 0)
+        assert torch.equal(
+            in_acceptance_set(logits, tokens, cfg),
+            expected.gather(-1, tokens[..., None])[..., 0] > 0,
+        )
 
 
 def test_draft_length_maximises_tokens_per_cost():
-    """Known values of the rule: a draft that is always kept grows to the limit, one never kept stays
+    """Known values of the rule: a draft that is always kept grows to the limit, one never kept
+    stays
     one token; a batch whose rows keep 90 % of their drafts drafts 7 (not 1, as a rule that shrinks
     at any rejection in the batch would give), 50 % drafts 2."""
     from adaswitch_lib.sampler import draft_length
+
     assert draft_length(1.0, 3.0, 32) == 32
     assert draft_length(0.0, 3.0, 32) == 1
-    assert draft_length(0.9, 3.0, 32) == 7   # 5.217 tokens / 10 units beats g = 6 (4.686 / 9) and 8 (5.695 / 11)
-    assert draft_length(0.5, 3.0, 32) == 2   # 1.5 / 5 beats 1 / 4 and 1.75 / 6
-    assert draft_length(0.9, 0.0, 32) == 1   # a free teacher pass: verify every token
-    assert draft_length(0.99, 3.0, 8) == 8   # the limit holds
+    assert (
+        draft_length(0.9, 3.0, 32) == 7
+    )  # 5.217 tokens / 10 units beats g = 6 (4.686 / 9) and 8 (5.695 / 11)
+    assert draft_length(0.5, 3.0, 32) == 2  # 1.5 / 5 beats 1 / 4 and 1.75 / 6
+    assert draft_length(0.9, 0.0, 32) == 1  # a free teacher pass: verify every token
+    assert draft_length(0.99, 3.0, 8) == 8  # the limit holds
 
 
-@pytest.mark.parametrize("method,continuation", [("skd", "exact"), ("adaswitch", "exact"), ("adaswitch", "speculative")])
-def test_draft_verify_rows_leave_when_finished_and_change_nothing(pair, monkeypatch, method, continuation):
-    """The draft -> verify engine lets finished rows go from both models (SKD, AdaSwitch's exploring and
+@pytest.mark.parametrize(
+    "method,continuation", [("skd", "exact"), ("adaswitch", "exact"), ("adaswitch", "speculative")]
+)
+def test_draft_verify_rows_leave_when_finished_and_change_nothing(
+    pair, monkeypatch, method, continuation
+):
+    """The draft -> verify engine lets finished rows go from both models (SKD, AdaSwitch's exploring
+    and
     lock-step rounds, speculative continuation): every token, statistic and kept logit is what the
     engine writes when it keeps every row to the end."""
     from adaswitch_lib import decoding, sampler
+
     held = []
     original = decoding.Decoder.keep_rows
-    monkeypatch.setattr(decoding.Decoder, "keep_rows", lambda self, index: (held.append(len(index)), original(self, index))[1])
-    cfg = SamplerConfig(max_new_tokens=40, student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7,
-                        teacher_top_p=0.9, adaswitch_k=1.5, adaswitch_window=3, eos_token_id=5, keep_teacher_logits=True,
-                        teacher_continuation=continuation)
+    monkeypatch.setattr(
+        decoding.Decoder,
+        "keep_rows",
+        lambda self, index: (held.append(len(index)), original(self, index))[1],
+    )
+    cfg = SamplerConfig(
+        max_new_tokens=40,
+        student_temperature=1.0,
+        student_top_p=1.0,
+        teacher_temperature=0.7,
+        teacher_top_p=0.9,
+        adaswitch_k=1.5,
+        adaswitch_window=3,
+        eos_token_id=5,
+        keep_teacher_logits=True,
+        teacher_continuation=continuation,
+    )
     for seed in range(3):
         held.clear()
         fast = run(method, pair, cfg, seed, batch=16)
-        assert held and min(held) < 16, "no row left the engine's batch: the test does not exercise it"
+        assert held and min(held) < 16, (
+            "no row left the engine's batch: the test does not exercise it"
+        )
         with monkeypatch.context() as keep_all:
             keep_all.setattr(sampler, "_drop_finished", lambda dec, rows, done: rows)
             whole = run(method, pair, cfg, seed, batch=16)
-        assert torch.equal(fast.sequences, whole.sequences) and torch.equal(fast.response_mask, whole.response_mask)
-        for key, value in fast.stats.items():  # a smaller batch may round a float differently, never a token
+        assert torch.equal(fast.sequences, whole.sequences) and torch.equal(
+            fast.response_mask, whole.response_mask
+        )
+        for (
+            key,
+            value,
+        ) in fast.stats.items():  # a smaller batch may round a float differently, never a token
             same = torch.allclose if value.is_floating_point() else torch.equal
             assert same(value.nan_to_num(-1), whole.stats[key].nan_to_num(-1)), key
         m = fast.response_mask.bool()
-        assert torch.allclose(fast.teacher_logits[m].float(), whole.teacher_logits[m].float(), atol=1e-4)
+        assert torch.allclose(
+            fast.teacher_logits[m].float(), whole.teacher_logits[m].float(), atol=1e-4
+        )
 
 
 def test_finished_rows_leave_the_batch_and_change_nothing(pair, monkeypatch):
@@ -368,28 +586,62 @@ def test_finished_rows_leave_the_batch_and_change_nothing(pair, monkeypatch):
     the rows still writing write what they write without it (the token-by-token reference and one
     prompt at a time keep every row), kept teacher logits included."""
     from adaswitch_lib import decoding
+
     held = []
     original = decoding.Decoder.keep_rows
-    monkeypatch.setattr(decoding.Decoder, "keep_rows", lambda self, index: (held.append(len(index)), original(self, index))[1])
+    monkeypatch.setattr(
+        decoding.Decoder,
+        "keep_rows",
+        lambda self, index: (held.append(len(index)), original(self, index))[1],
+    )
     student, teacher = pair
     eos = 5  # frequent enough that rows end far apart
-    cfg = SamplerConfig(max_new_tokens=40, student_temperature=1.0, student_top_p=1.0, teacher_temperature=0.7,
-                        teacher_top_p=0.9, adaswitch_k=1.05, adaswitch_window=2, eos_token_id=eos, keep_teacher_logits=True)
+    cfg = SamplerConfig(
+        max_new_tokens=40,
+        student_temperature=1.0,
+        student_top_p=1.0,
+        teacher_temperature=0.7,
+        teacher_top_p=0.9,
+        adaswitch_k=1.05,
+        adaswitch_window=2,
+        eos_token_id=eos,
+        keep_teacher_logits=True,
+    )
     for seed in range(3):
-        fast, ref = run("adaswitch", pair, cfg, seed, batch=16), run("adaswitch_reference", pair, cfg, seed, batch=16)
-        assert torch.equal(fast.sequences, ref.sequences) and torch.equal(fast.response_mask, ref.response_mask)
+        fast, ref = (
+            run("adaswitch", pair, cfg, seed, batch=16),
+            run("adaswitch_reference", pair, cfg, seed, batch=16),
+        )
+        assert torch.equal(fast.sequences, ref.sequences) and torch.equal(
+            fast.response_mask, ref.response_mask
+        )
         m = fast.response_mask.bool()
         assert torch.allclose(fast.teacher_logits[m], ref.teacher_logits[m], atol=1e-4)
     assert held, "no row ever left the teacher-alone batch: the test does not exercise it"
     held.clear()
     ids, mask = prompts(16, seed=3)
-    batch = sample_targets("student", student, teacher, ids, mask, cfg, noise=torch.rand(3, 16, 40, generator=torch.Generator().manual_seed(0)))
+    batch = sample_targets(
+        "student",
+        student,
+        teacher,
+        ids,
+        mask,
+        cfg,
+        noise=torch.rand(3, 16, 40, generator=torch.Generator().manual_seed(0)),
+    )
     assert held and min(held) < 16
     noise = torch.rand(3, 16, 40, generator=torch.Generator().manual_seed(0))
     for row in range(16):
         keep = mask[row].bool()
-        alone = sample_targets("student", student, teacher, ids[row:row + 1, keep], mask[row:row + 1, keep], cfg,
-                               noise=noise[:, row:row + 1])
+        alone = sample_targets(
+            "student",
+            student,
+            teacher,
+            ids[row : row + 1, keep],
+            mask[row : row + 1, keep],
+            cfg,
+            noise=noise[:, row : row + 1],
+        )
         n = int(alone.stats["response_length"][0])
         assert int(batch.stats["response_length"][row]) == n
         assert torch.equal(alone.responses[0, :n], batch.responses[row, :n]), row

@@ -1,6 +1,7 @@
 """Several processes sampling together: every rank calls each model as often as the others until
 the last row anywhere is done (what FSDP and ZeRO-3 need: each forward is collective there), and
 agreeing changes no token. Two CPU processes over gloo (tests/ranks_worker.py)."""
+
 import json
 import os
 import subprocess
@@ -14,9 +15,23 @@ WORKER = Path(__file__).with_name("ranks_worker.py")
 
 def _ranks(tmp_path, *flags):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parents[1]))
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--standalone", str(WORKER), str(tmp_path), *flags],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--standalone",
+            str(WORKER),
+            str(tmp_path),
+            *flags,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
@@ -32,7 +47,8 @@ def test_ranks_that_finish_apart_call_forward_together_and_write_the_same_tokens
 
 
 def test_without_agreeing_the_ranks_call_forward_a_different_number_of_times(tmp_path):
-    """The same ranks, each sampler on its own: the call counts differ (the check above has power)."""
+    """The same ranks, each sampler on its own: the call counts differ (the check above has
+    power)."""
     zero, one = _ranks(tmp_path, "--alone")
     for case in zero:
         assert zero[case]["calls"] != one[case]["calls"], case
@@ -48,18 +64,29 @@ def test_fsdp_and_zero3_count_as_sharded_ddp_does_not():
 
     def fake(kind, stage=None):
         plugin = SimpleNamespace(zero_stage=stage) if stage else None
-        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=plugin))
+        return SimpleNamespace(
+            distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=plugin)
+        )
 
     assert is_sharded(fake(DistributedType.FSDP))
     assert is_sharded(fake(DistributedType.DEEPSPEED, 3))
-    assert not is_sharded(fake(DistributedType.DEEPSPEED, 2))  # ZeRO-2: whole weights on every process
-    assert not is_sharded(fake(DistributedType.MULTI_GPU)) and not is_sharded(fake(DistributedType.NO))
+    assert not is_sharded(
+        fake(DistributedType.DEEPSPEED, 2)
+    )  # ZeRO-2: whole weights on every process
+    assert not is_sharded(fake(DistributedType.MULTI_GPU)) and not is_sharded(
+        fake(DistributedType.NO)
+    )
 
 
-@pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero3", "DEEPSPEED")])
+@pytest.mark.parametrize(
+    "name,kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero3", "DEEPSPEED")]
+)
 def test_accelerate_reads_the_shipped_configs(name, kind):
     from accelerate.commands.config.config_args import ClusterConfig
-    config = ClusterConfig.from_yaml_file(str(WORKER.parents[1] / "configs" / "accelerate" / f"{name}.yaml"))
+
+    config = ClusterConfig.from_yaml_file(
+        str(WORKER.parents[1] / "configs" / "accelerate" / f"{name}.yaml")
+    )
     assert str(config.distributed_type).endswith(kind)
     if name == "fsdp":
         assert config.fsdp_config["fsdp_version"] == 2

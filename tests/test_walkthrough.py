@@ -1,4 +1,5 @@
 """The walkthrough's engine: the recomputed divergences tell the same story as the sampler."""
+
 import math
 
 import pytest
@@ -15,7 +16,18 @@ def pair(tmp_path_factory):
 def test_trace_follows_the_switch_rule(pair, example):
     teacher, student, tokenizer, examples = pair
     K, L = 1.1, 2  # small enough that the barely trained smoke pair switches
-    t = trace("smoke", "tiny-qwen", "synth_gsm", teacher, student, tokenizer, examples[example], K, L, seed=example)
+    t = trace(
+        "smoke",
+        "tiny-qwen",
+        "synth_gsm",
+        teacher,
+        student,
+        tokenizer,
+        examples[example],
+        K,
+        L,
+        seed=example,
+    )
     n = len(t["tokens"])
     assert n == len(t["d"]) == len(t["who"]) == len(t["threshold"]) and n > 0
     assert all(math.isnan(x) for x in t["threshold"][:L])
@@ -31,7 +43,10 @@ def test_trace_follows_the_switch_rule(pair, example):
 
 def test_some_prompt_switches_and_the_views_render(pair):
     teacher, student, tokenizer, examples = pair
-    traces = [trace("smoke", "tiny-qwen", "synth_gsm", teacher, student, tokenizer, e, 1.1, 2) for e in examples[:6]]
+    traces = [
+        trace("smoke", "tiny-qwen", "synth_gsm", teacher, student, tokenizer, e, 1.1, 2)
+        for e in examples[:6]
+    ]
     assert any(t["switch"] is not None for t in traces)
     t = next(t for t in traces if t["switch"] is not None)
     assert coloured_html(t).count("<span") == len(t["tokens"]) and "#f9cb9c" in coloured_html(t)
