@@ -22,9 +22,8 @@ from adaswitch_lib.methods import METHODS as _METHOD_TABLE
 
 PAIRS = ("qwen", "llama", "qwen-small", "tiny-qwen", "tiny-llama")
 TASKS = ("gsm8k", "gsm_plus", "dialogsum", "synth_gsm", "synth_gsm_plus", "synth_summ")
-METHODS = tuple(
-    _METHOD_TABLE
-)  # sft, seqkd, off_policy, on_policy, imitkd, skd, adaswitch (methods.py)
+# sft, seqkd, off_policy, on_policy, imitkd, skd, adaswitch (methods.py)
+METHODS = tuple(_METHOD_TABLE)
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SKD_RULES = ("top_k", "top_p")
 CONTINUATIONS = ("speculative", "exact")  # how a switched AdaSwitch row samples the teacher
@@ -341,9 +340,8 @@ _TINY = dict(
 )
 
 # the cpu profiles' models and runs (what changes a result); docs/calibration.md says how they were
-# chosen
-# (a bf16 teacher: its many-token passes are faster on CPUs with bf16 units; the paper's teachers
-# run in bf16 too)
+# chosen (a bf16 teacher: its many-token passes are faster on CPUs with bf16 units; the paper's
+# teachers run in bf16 too)
 _CPU = dict(
     _TINY,
     n_kd=1000,

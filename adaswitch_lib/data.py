@@ -46,9 +46,8 @@ TASK_INFO = {
     "synth_gsm_plus": TaskInfo("gsm", ("test",)),
     "synth_summ": TaskInfo("summ", ("train", "validation", "kd", "test")),
 }
-GSM8K_VALIDATION = (
-    473  # carved from GSM8K train with a fixed seed, following SKD (7,000 train remain)
-)
+# carved from GSM8K train with a fixed seed, following SKD (7,000 train remain)
+GSM8K_VALIDATION = 473
 ROBUSTNESS_TWIN = {
     "gsm8k": "gsm_plus",
     "synth_gsm": "synth_gsm_plus",
@@ -327,6 +326,22 @@ def main(argv=None) -> None:
     print(f"{len(examples)} examples")
     for example in examples[: args.n]:
         print(format_prompt(example) + format_completion(example), "\n")
+
+
+class EpochOrder:
+    """Batches of example indices: a fresh shuffle by `rng` each epoch (a seeded rng gives the same
+    order on every process)."""
+
+    def __init__(self, examples: int, rng: random.Random):
+        self.examples, self.rng, self.order, self.cursor = examples, rng, [], 0
+
+    def next_batch(self, batch: int) -> list[int]:
+        if self.cursor + batch > len(self.order):
+            self.order, self.cursor = list(range(self.examples)), 0
+            self.rng.shuffle(self.order)
+        rows = self.order[self.cursor : self.cursor + batch]
+        self.cursor += batch
+        return rows
 
 
 if __name__ == "__main__":

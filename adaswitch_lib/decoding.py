@@ -12,47 +12,66 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from adaswitch_lib.config import CONTINUATIONS, DIVERGENCES, SKD_RULES, _check_name, _check_range
+from adaswitch_lib.config import (
+    CONTINUATIONS,
+    DIVERGENCES,
+    SKD_RULES,
+    _check_name,
+    _check_range,
+    _field,
+)
 from adaswitch_lib.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    max_new_tokens: int = 64
-    student_temperature: float = 0.5  # paper §3.3; 0 = greedy
-    student_top_p: float = 0.5
-    teacher_temperature: float = 0.2
-    teacher_top_p: float = 0.5
-    adaswitch_k: float = 3.0  # K: switch when d_i > K * mean(d_{i-L} .. d_{i-1})
-    adaswitch_window: int = 10  # L
-    adaswitch_floor: float = 0.0  # optional absolute floor on d_i; 0 = the paper's rule
-    divergence: str = "forward_kl"  # D in the switch rule, at temperature 1
-    jsd_beta: float = 0.5
-    skew_alpha: float = 0.1
-    skd_rule: str = (
-        "top_k"  # keep a student token inside the teacher's top-k ("top_k") or nucleus ("top_p")
+    """How targets are sampled: the models' sampling settings and each method's knobs."""
+
+    max_new_tokens: int = _field(64, "response tokens to generate")
+    student_temperature: float = _field(
+        0.5, "the student's sampling temperature (paper §3.3); 0 = greedy"
     )
-    skd_top_k: int = 25
-    skd_top_p: float = 0.5
-    draft_chunk: int = 8  # gamma: first draft length per teacher pass (then adapts, up to 2x)
-    verify_cost: float = (
-        3.0  # a teacher pass's fixed cost, in draft steps (a student step plus the teacher's
+    student_top_p: float = _field(0.5, "the student's top-p")
+    teacher_temperature: float = _field(0.2, "the teacher's sampling temperature; 0 = greedy")
+    teacher_top_p: float = _field(0.5, "the teacher's top-p")
+    adaswitch_k: float = _field(3.0, "K: switch when d_i > K * mean(d_{i-L} .. d_{i-1})")
+    adaswitch_window: int = _field(
+        10, "L: the window, also the shortest stretch the student writes"
     )
-    # per-token share); with the acceptance rate it sets gamma. ~3 for the cpu pair
-    # on CPU, ~1 where both models' steps are launch-bound (GPU)
-    teacher_continuation: str = (
-        "exact"  # a switched AdaSwitch row: "exact" (teacher token by token) or "speculative"
+    adaswitch_floor: float = _field(0.0, "optional absolute floor on d_i; 0 = the paper's rule")
+    divergence: str = _field("forward_kl", "D in the switch rule, at temperature 1")
+    jsd_beta: float = _field(0.5, "the mixture weight of divergence='jsd' (TRL convention)")
+    skew_alpha: float = _field(0.1, "alpha of skew_kl / skew_reverse_kl")
+    skd_rule: str = _field(
+        "top_k", "keep a student token inside the teacher's top-k or its nucleus"
     )
-    # (student drafts, min(1, p/q) acceptance: the teacher's distribution)
-    # q for that: the student at the teacher's temperature/top-p, or "student_warp"
-    continuation_draft: str = "teacher_warp"
-    keep_teacher_logits: bool = (
-        False  # return the teacher's response logits (skd/adaswitch) for the loss
+    skd_top_k: int = _field(25, "SKD's k")
+    skd_top_p: float = _field(0.5, "SKD's p for skd_rule='top_p'")
+    draft_chunk: int = _field(
+        8, "gamma: the first draft length per teacher pass (then adapts, up to 2x)"
     )
-    eos_token_id: int | None = None
-    pad_token_id: int = 0
-    vocab_size: int | None = (
-        None  # the tokenizer's length; logits past it (padding rows) are dropped
+    verify_cost: float = _field(
+        3.0,
+        "a teacher pass's fixed cost in draft steps (a student step plus the teacher's per-token "
+        "share); with the rate drafts are kept it sets gamma: ~3 for the cpu pair on CPU, ~1 where "
+        "both models' steps are launch-bound (GPU)",
+    )
+    teacher_continuation: str = _field(
+        "exact",
+        "a switched AdaSwitch row: 'exact' (the teacher token by token) or 'speculative' (student "
+        "drafts, min(1, p/q) acceptance: the teacher's distribution, fewer teacher passes)",
+    )
+    continuation_draft: str = _field(
+        "teacher_warp",
+        "q of speculative continuation: the student at the teacher's or its own warp",
+    )
+    keep_teacher_logits: bool = _field(
+        False, "return the teacher's response logits (SKD, AdaSwitch) for the loss"
+    )
+    eos_token_id: int | None = _field(None, "a row ends at this token (None: at max_new_tokens)")
+    pad_token_id: int = _field(0, "what a finished row writes")
+    vocab_size: int | None = _field(
+        None, "the tokenizer's length; logits past it (padding rows) are dropped"
     )
 
     def __post_init__(self):
@@ -185,9 +204,8 @@ def sample_from_logits(
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     order = None
-    if (
-        top_p < 1
-    ):  # keep the smallest prefix (by probability) whose mass reaches top_p, at least one token
+    # keep the smallest prefix (by probability) whose mass reaches top_p, at least one token
+    if top_p < 1:
         ranked, order, inside = top_p_nucleus(probs, top_p)
         probs = ranked * inside
     return _sample(probs, uniform, order)
@@ -284,17 +302,15 @@ class Rollout:
         self.tokens = torch.full((batch, n), cfg.pad_token_id, dtype=torch.long, device=device)
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.d = torch.full((batch, n), float("nan"), device=device)
-        self.switch_at = torch.full(
-            (batch,), -1, dtype=torch.long, device=device
-        )  # 0-based; i = switch_at + 1
+        # 0-based; i = switch_at + 1
+        self.switch_at = torch.full((batch,), -1, dtype=torch.long, device=device)
         self.d_at_switch = torch.full((batch,), float("nan"), device=device)
         self.mean_at_switch = torch.full((batch,), float("nan"), device=device)
         self.replaced = torch.zeros(batch, dtype=torch.long, device=device)
         self.keep_logits = bool(keep_logits_vocab)
         self.teacher_logits = None  # [B, N, V] in the model's dtype, allocated at the first write
-        self.continuation = (
-            None  # speculative continuation: (drafts verified, drafts accepted) per row
-        )
+        # speculative continuation: (drafts verified, drafts accepted) per row
+        self.continuation = None
 
     def switch(self, rows: torch.Tensor, j: int, d_j: torch.Tensor, mean_j: torch.Tensor) -> None:
         self.switch_at = torch.where(rows, j, self.switch_at)
@@ -313,9 +329,8 @@ class Rollout:
         g = values.shape[1]
         k = torch.arange(g, device=values.device)
         written = k < count[:, None]
-        index = torch.where(
-            written, position[:, None] + k, buffer.shape[1] + k
-        )  # unwritten -> scratch columns
+        # unwritten -> scratch columns
+        index = torch.where(written, position[:, None] + k, buffer.shape[1] + k)
         wide = torch.cat([buffer, buffer.new_zeros(buffer.shape[0], g)], 1).scatter(
             1, index, values.to(buffer.dtype)
         )

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from adaswitch_lib.config import RunConfig
+from adaswitch_lib.data import EpochOrder
 from adaswitch_lib.decoding import length_groups
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.losses import distill_loss, nll_loss, position_weights
@@ -172,26 +173,6 @@ class PhaseTimer:
                 _sync(self.device)
             self.last[phase] = time.perf_counter() - start
             self.totals[phase] += self.last[phase]
-
-
-class EpochOrder:
-    """The KD examples' order: a fresh shuffle each epoch, the same on every process."""
-
-    def __init__(self, examples: int, seed: int):
-        self.examples, self.rng, self.order, self.cursor = (
-            examples,
-            random.Random(f"order/{seed}"),
-            [],
-            0,
-        )
-
-    def next_batch(self, batch: int) -> list[int]:
-        if self.cursor + batch > len(self.order):
-            self.order, self.cursor = list(range(self.examples)), 0
-            self.rng.shuffle(self.order)
-        rows = self.order[self.cursor : self.cursor + batch]
-        self.cursor += batch
-        return rows
 
 
 def imitkd_coins(
@@ -477,7 +458,10 @@ def distill(
         accelerator,
         steps,
     )
-    timer, order = PhaseTimer(accelerator.device), EpochOrder(len(kd_pairs), run.seed)
+    timer, order = (
+        PhaseTimer(accelerator.device),
+        EpochOrder(len(kd_pairs), random.Random(f"order/{run.seed}")),
+    )
     evaluations = Evaluations(evaluator, loop, timer, steps)
     log = StepLog(log_path, accelerator.is_main_process, profile.log_every, steps)
     try:

@@ -108,9 +108,8 @@ def evaluate(
     return score_outputs(task, examples, responses, style, tokenizer)
 
 
-TEACHER_CACHE_BYTES = (
-    512 * 2**20
-)  # the cpu profile needs ~20 MB; a Hub vocabulary at 512 tokens far more
+# the cpu profile needs ~20 MB; a Hub vocabulary at 512 tokens far more
+TEACHER_CACHE_BYTES = 512 * 2**20
 
 
 @torch.no_grad()

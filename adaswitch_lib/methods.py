@@ -24,11 +24,8 @@ from dataclasses import dataclass
 
 TARGET_SOURCES = ("ground_truth", "teacher_samples", "student", "mixed", "skd", "adaswitch")
 LOSSES = ("nll", "divergence")
-EARLY_METHODS = (
-    "on_policy",
-    "off_policy",
-    "adaswitch",
-)  # Figures 5 and 8: evaluated densely early on
+# Figures 5 and 8: evaluated densely early on
+EARLY_METHODS = "on_policy", "off_policy", "adaswitch"
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ HUB_PAIRS = {
     "qwen-small": ("Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-0.5B"),
 }
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>"]
-TOKENIZER_VERSION = (
-    3  # bump when train_tokenizer changes: it is part of the prepared-models cache key
-)
+# bump when train_tokenizer changes: it is part of the prepared-models cache key
+TOKENIZER_VERSION = 3
 
 
 def hub_ids(pair: str, instruct: bool = False) -> tuple[str, str]:
@@ -134,9 +133,8 @@ def short_query_attention(
         key, value = key[:, :, :q_len], value[:, :, :q_len]
         attention_mask = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).tril()
     kv_heads, kv_len = key.shape[1], key.shape[2]
-    groups = (
-        heads // kv_heads
-    )  # grouped-query attention: query heads kv*groups + g share key/value head kv
+    # grouped-query attention: query heads kv*groups + g share key/value head kv
+    groups = heads // kv_heads
     scaling = dim**-0.5 if scaling is None else scaling
     scores = torch.matmul(
         query.reshape(batch, kv_heads, groups * q_len, dim), key.transpose(-1, -2)
@@ -145,9 +143,8 @@ def short_query_attention(
     if attention_mask is not None:
         mask = attention_mask[..., :kv_len]
         mask = mask[:, :, None] if mask.dim() == 4 else mask  # [B, 1, Q, S] -> [B, 1, 1, Q, S]
-        if (
-            mask.dtype == torch.bool
-        ):  # True = attend; a fully masked row gets uniform weights, as in eager
+        # True = attend; a fully masked row gets uniform weights, as in eager
+        if mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
         else:
             scores = scores + mask.float()

@@ -76,9 +76,8 @@ class Job:
     name: str  # file stem of its executed notebook and log
     estimate: float  # seconds, for the plan's time estimate
     done: bool = False  # finished before this pipeline started (skipped)
-    keep_in: Path | None = (
-        None  # folder the executed notebook moves into on success (a run's record)
-    )
+    # folder the executed notebook moves into on success (a run's record)
+    keep_in: Path | None = None
     seconds: float = field(default=0.0)
 
 
@@ -115,18 +114,12 @@ def _prepare_estimate(profile: Profile, task: str) -> float:
     )
 
 
-def build_jobs(
-    profile: Profile, only=None, results_dir: str = "results", cache_dir: Path = CACHE_ROOT
-) -> list[Job]:
-    """Preparations, then runs, then reports, each marked done when its result already exists."""
+def _run_jobs(profile: Profile, planned, common: dict, results_dir, cache_dir) -> list[Job]:
+    """One papermill job per planned run, done when its record exists."""
     from adaswitch_lib.results import load_records
 
-    artifacts = parse_only(only)
-    planned = plan_runs(profile, artifacts)
     history = load_records(profile.name, results_dir)
-    common = dict(profile=profile.name, results_dir=str(results_dir), show_progress=False)
     jobs = []
-    runs = []
     for item in planned:
         run = dataclasses.replace(item.run, results_dir=str(results_dir))
         params = dict(
@@ -140,56 +133,68 @@ def build_jobs(
             seed=run.seed,
             cache_dir=str(cache_dir),
         )
+        estimate = _estimate(profile, run.method, history)
         done = (run_folder(run) / "record.json").is_file()
-        runs.append(
+        jobs.append(
             Job(
                 "distill",
                 f"distill {item.label}",
                 "03_distill.ipynb",
                 params,
                 run_id(run),
-                _estimate(profile, run.method, history),
+                estimate,
                 done=done,
                 keep_in=run_folder(run),
             )
         )
+    return jobs
+
+
+def _preparation_jobs(
+    profile: Profile, planned, runs: list[Job], common: dict, results_dir, cache_dir
+):
+    """One job per pair and task; a pair is prepared only when a run still needs it (committed
+    records need no models) or its Teacher/Student records are missing."""
     needed = {(j.parameters["pair"], j.parameters["task"]) for j in runs if not j.done}
+    jobs = []
     for pair, task in plan_preparations(profile, planned):
-        baseline_ids = [baseline_id(profile, pair, task, who) for who in ("teacher", "student")]
-        # a pair is prepared only when a run still needs it (committed records need no models)
-        done = (
-            pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is not None
-            or (pair, task) not in needed
-        ) and all(
-            (Path(results_dir) / profile.name / "runs" / rid / "record.json").is_file()
-            for rid in baseline_ids
-        )
+        runs_dir = Path(results_dir) / profile.name / "runs"
+        records = [
+            runs_dir / baseline_id(profile, pair, task, who) / "record.json"
+            for who in ("teacher", "student")
+        ]
+        ready = pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is not None
+        done = (ready or (pair, task) not in needed) and all(r.is_file() for r in records)
+        params = dict(common, pair=pair, task=task, cache_dir=str(cache_dir))
         jobs.append(
             Job(
                 "prepare",
                 f"prepare {pair} {task}",
                 "02_prepare.ipynb",
-                dict(common, pair=pair, task=task, cache_dir=str(cache_dir)),
+                params,
                 f"prepare-{pair}-{task}",
                 estimate=_prepare_estimate(profile, task),
                 done=done,
             )
         )
-    jobs += runs
+    return jobs
+
+
+def build_jobs(
+    profile: Profile, only=None, results_dir: str = "results", cache_dir: Path = CACHE_ROOT
+) -> list[Job]:
+    """Preparations, then runs, then reports, each marked done when its result already exists."""
+    artifacts = parse_only(only)
+    planned = plan_runs(profile, artifacts)
+    common = dict(profile=profile.name, results_dir=str(results_dir), show_progress=False)
+    runs = _run_jobs(profile, planned, common, results_dir, cache_dir)
+    jobs = _preparation_jobs(profile, planned, runs, common, results_dir, cache_dir) + runs
     reports = list(dict.fromkeys(REPORTS[a] for a in artifacts))
     if set(artifacts) == set(ARTIFACTS) and (NOTEBOOKS / CLAIMS).is_file():
         reports.append(CLAIMS)
     for notebook in reports:
-        jobs.append(
-            Job(
-                "report",
-                f"report {Path(notebook).stem}",
-                notebook,
-                dict(common),
-                Path(notebook).stem,
-                estimate=8.0,
-            )
-        )
+        stem = Path(notebook).stem
+        jobs.append(Job("report", f"report {stem}", notebook, dict(common), stem, estimate=8.0))
     return jobs
 
 
@@ -232,9 +237,8 @@ def execute(job: Job, profile: Profile, results_dir: str, threads: int) -> tuple
     job.seconds = time.perf_counter() - start
     if rc != 0:
         return False, out
-    if (
-        job.keep_in is not None and job.keep_in.is_dir()
-    ):  # the executed notebook lives beside its record
+    # the executed notebook lives beside its record
+    if job.keep_in is not None and job.keep_in.is_dir():
         shutil.move(str(out), job.keep_in / "distill.ipynb")
         return True, job.keep_in
     kept = Path(results_dir) / profile.name / ("reports" if job.kind == "report" else "prepare")

@@ -71,11 +71,8 @@ def artifact_runs(profile: Profile, artifact: str) -> list[RunConfig]:
         return _grid(profile, methods=tuple(METHODS), **every)
     if artifact == "table2":
         return _grid(profile, methods=TABLE2_METHODS, **every)
-    if artifact in (
-        "fig4",
-        "fig7",
-        "fig9",
-    ):  # switch statistics of the AdaSwitch runs (4: first pair only)
+    # switch statistics of the AdaSwitch runs (4: first pair only)
+    if artifact in ("fig4", "fig7", "fig9"):
         pairs = profile.pairs[:1] if artifact == "fig4" else profile.pairs
         return _grid(profile, pairs, profile.train_tasks, ("adaswitch",))
     if artifact in ("fig5", "fig8"):  # early-stage curves (5: first pair only)

@@ -19,6 +19,7 @@ import torch
 from adaswitch_lib import atomic, models
 from adaswitch_lib.config import Profile, plain
 from adaswitch_lib.data import (
+    EpochOrder,
     format_completion,
     format_prompt,
     load_profile_task,
@@ -113,6 +114,35 @@ def sft_attention(device) -> str | None:
     return "eager" if torch.device(device).type == "cpu" else None
 
 
+def _sft_optimizer(model, lr: float, steps: int, warmup_ratio: float):
+    """AdamW (no decay on biases and norms) with linear warm-up and cosine decay (transformers')."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
+
+
+class BestWeights:
+    """The weights with the lowest validation loss so far (paper §3.3 keeps the best checkpoint)."""
+
+    def __init__(self, model, loss: float, step: int = 0):
+        self.model, self.loss, self.step = model, loss, step
+        self.state = self._copy()
+
+    def _copy(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def offer(self, loss: float, step: int) -> None:
+        if loss < self.loss:
+            self.loss, self.step, self.state = loss, step, self._copy()
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
+
+
 def supervised_finetune(
     model,
     train_pairs,
@@ -129,64 +159,37 @@ def supervised_finetune(
     attention: str | None = None,
     length_groups: int = 1,
 ) -> dict:
-    """AdamW + linear warm-up and cosine decay (transformers' schedule); loss on response tokens.
-    Keeps the weights with the lowest validation loss (paper §3.3). Returns the history.
+    """AdamW + linear warm-up and cosine decay; loss on response tokens. Keeps the weights with the
+    lowest validation NLL (paper §3.3). Returns the history.
     `attention`: the attention implementation to train with (the model's own is restored after);
     `length_groups`: each batch computed as this many length-sorted groups (the same gradient up to
     rounding, less padding)."""
-    from transformers import get_cosine_schedule_with_warmup
-
     own_attention = model.config._attn_implementation
     model.set_attn_implementation(attention or own_attention)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.98),
-    )
-    schedule = get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
-    rng = random.Random(seed)
-    order, cursor = [], 0
+    optimizer, schedule = _sft_optimizer(model, lr, steps, warmup_ratio)
+    order = EpochOrder(len(train_pairs), random.Random(seed))
     eval_every = eval_every or max(1, steps // 5)
-    best = dict(
-        loss=validation_nll(model, val_pairs, pad_token_id),
-        step=0,
-        state={k: v.detach().clone() for k, v in model.state_dict().items()},
-    )
-    history = dict(val_loss=[(0, best["loss"])], train_loss=[])
+    best = BestWeights(model, validation_nll(model, val_pairs, pad_token_id))
+    history = dict(val_loss=[(0, best.loss)], train_loss=[])
     model.train()
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        if cursor + batch_size > len(order):  # a fresh shuffle each epoch
-            order, cursor = list(range(len(train_pairs))), 0
-            rng.shuffle(order)
-        batch = [train_pairs[i] for i in order[cursor : cursor + batch_size]]
-        cursor += batch_size
+        batch = [train_pairs[i] for i in order.next_batch(batch_size)]
         loss = sft_backward(model, batch, pad_token_id, length_groups, bf16)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         history["train_loss"].append(loss.item())
         if step % log_every == 0:
-            print(
-                f"    step {step}/{steps}  loss {loss.item():.4f}  "
-                f"{time.perf_counter() - start:.0f} s",
-                flush=True,
-            )
+            elapsed = time.perf_counter() - start
+            print(f"    step {step}/{steps}  loss {loss.item():.4f}  {elapsed:.0f} s", flush=True)
         if step % eval_every == 0 or step == steps:
-            val = validation_nll(model, val_pairs, pad_token_id)
-            history["val_loss"].append((step, val))
-            if val < best["loss"]:
-                best = dict(
-                    loss=val,
-                    step=step,
-                    state={k: v.detach().clone() for k, v in model.state_dict().items()},
-                )
-    model.load_state_dict(best["state"])
+            history["val_loss"].append((step, validation_nll(model, val_pairs, pad_token_id)))
+            best.offer(history["val_loss"][-1][1], step)
+    best.restore()
     model.eval()
     model.set_attn_implementation(own_attention)
     history.update(
-        best_step=best["step"], best_val_loss=best["loss"], seconds=time.perf_counter() - start
+        best_step=best.step, best_val_loss=best.loss, seconds=time.perf_counter() - start
     )
     return history
 
@@ -250,6 +253,77 @@ def pair_folder_if_ready(
     return None
 
 
+def _initial_models(profile: Profile, pair: str, train, device, teacher_id=None, student_id=None):
+    """(tokenizer, teacher, student) before any training: a tiny pair built here (its BPE trained
+    on the task's train split) or the Hub checkpoints (or the given ids / local folders)."""
+    if pair.startswith("tiny-"):
+        texts = [format_prompt(e) + format_completion(e) for e in train]
+        tokenizer = models.train_tokenizer(texts, profile.tokenizer_vocab)
+        teacher = models.tiny_model(pair, profile.teacher_shape, tokenizer, profile.dropout, seed=1)
+        student = models.tiny_model(pair, profile.student_shape, tokenizer, profile.dropout, seed=2)
+        return tokenizer, teacher.to(device), student.to(device)
+    ids = models.hub_ids(pair, profile.instruct)
+    tokenizer = models.load_tokenizer(student_id or ids[1])
+    teacher = models.load_model(teacher_id or ids[0], profile.dtype)
+    return tokenizer, teacher, models.load_model(student_id or ids[1], profile.dtype)
+
+
+def _train_pair(
+    profile: Profile,
+    pair: str,
+    task: str,
+    teacher,
+    student,
+    pad_token_id: int,
+    train_pairs,
+    val_pairs,
+    device,
+) -> dict:
+    """The teacher's SFT and, for a tiny pair, the base student's warm start: their histories."""
+    steps, warmup_steps = task_sft_steps(profile, task)
+    steps = steps or math.ceil(
+        profile.teacher_epochs * len(train_pairs) / profile.teacher_batch_size
+    )
+    common = dict(
+        pad_token_id=pad_token_id,
+        warmup_ratio=profile.warmup_ratio,
+        bf16=profile.train_bf16,
+        length_groups=profile.length_groups,
+    )
+    report = dict(
+        teacher_sft=supervised_finetune(
+            teacher,
+            train_pairs,
+            val_pairs,
+            steps,
+            profile.teacher_lr,
+            profile.teacher_batch_size,
+            log_every=max(profile.log_every, steps // 10),
+            attention=sft_attention(device),
+            **common,
+        )
+    )
+    if pair.startswith("tiny-") and warmup_steps:
+        # The base student: a short warm start on the same data, stopped before its phase
+        # transition, so that it writes task-shaped text but solves little (the paper's base
+        # students score ~0 on GSM).
+        report["student_warm_start"] = supervised_finetune(
+            student,
+            train_pairs,
+            val_pairs,
+            warmup_steps,
+            profile.student_lr,
+            profile.teacher_batch_size,
+            eval_every=warmup_steps,
+            seed=1,
+            log_every=max(profile.log_every, warmup_steps // 5),
+            **common,
+        )
+    for history in report.values():
+        history.pop("train_loss")
+    return report
+
+
 def prepare_pair(
     profile: Profile,
     pair: str,
@@ -270,64 +344,27 @@ def prepare_pair(
     train, val, test = (
         load_profile_task(profile, task, s) for s in ("train", "validation", "test")
     )
-    val = val[:512]
     device, _ = models.device_and_dtype(profile.dtype)
-    report = dict(pair=pair, task=task, profile=profile.name)
 
     def write(tmp: Path):
-        if pair.startswith("tiny-"):
-            texts = [format_prompt(e) + format_completion(e) for e in train]
-            tokenizer = models.train_tokenizer(texts, profile.tokenizer_vocab)
-            teacher = models.tiny_model(
-                pair, profile.teacher_shape, tokenizer, profile.dropout, seed=1
-            ).to(device)
-            student = models.tiny_model(
-                pair, profile.student_shape, tokenizer, profile.dropout, seed=2
-            ).to(device)
-        else:
-            ids = models.hub_ids(pair, profile.instruct)
-            tokenizer = models.load_tokenizer(student_id or ids[1])
-            teacher = models.load_model(teacher_id or ids[0], profile.dtype)
-            student = models.load_model(student_id or ids[1], profile.dtype)
+        tokenizer, teacher, student = _initial_models(
+            profile, pair, train, device, teacher_id, student_id
+        )
         models.save_tokenizer(tokenizer, tmp / "tokenizer")
         train_pairs = tokenize_pairs(tokenizer, train, max_prompt, max_new)
-        val_pairs = tokenize_pairs(tokenizer, val, max_prompt, max_new)
-        steps, warmup_steps = task_sft_steps(profile, task)
-        steps = steps or math.ceil(profile.teacher_epochs * len(train) / profile.teacher_batch_size)
-        report["teacher_sft"] = supervised_finetune(
+        val_pairs = tokenize_pairs(tokenizer, val[:512], max_prompt, max_new)
+        trained = _train_pair(
+            profile,
+            pair,
+            task,
             teacher,
+            student,
+            tokenizer.pad_token_id,
             train_pairs,
             val_pairs,
-            steps,
-            profile.teacher_lr,
-            profile.teacher_batch_size,
-            tokenizer.pad_token_id,
-            profile.warmup_ratio,
-            log_every=max(profile.log_every, steps // 10),
-            bf16=profile.train_bf16,
-            attention=sft_attention(device),
-            length_groups=profile.length_groups,
+            device,
         )
-        if pair.startswith("tiny-") and warmup_steps:
-            # The base student: a short warm start on the same data, stopped before its phase
-            # transition,
-            # so that it writes task-shaped text but solves little (the paper's base students score
-            # ~0 on GSM).
-            report["student_warm_start"] = supervised_finetune(
-                student,
-                train_pairs,
-                val_pairs,
-                warmup_steps,
-                profile.student_lr,
-                profile.teacher_batch_size,
-                tokenizer.pad_token_id,
-                profile.warmup_ratio,
-                eval_every=warmup_steps,
-                seed=1,
-                log_every=max(profile.log_every, warmup_steps // 5),
-                bf16=profile.train_bf16,
-                length_groups=profile.length_groups,
-            )
+        report = dict(pair=pair, task=task, profile=profile.name, **trained)
         for name, model in (("teacher", teacher), ("student", student)):
             model.save_pretrained(tmp / name)
             start = time.perf_counter()
@@ -335,9 +372,6 @@ def prepare_pair(
                 model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size
             ).score
             report[f"{name}_eval_seconds"] = time.perf_counter() - start
-        for history in (report.get("teacher_sft"), report.get("student_warm_start")):
-            if history:
-                history.pop("train_loss")
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
 
     return atomic.write_folder(folder, write)

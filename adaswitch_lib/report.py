@@ -85,9 +85,8 @@ def _main_runs(profile: Profile, records, artifact: str):
     if records.empty:
         return records
     keep = records["run_id"].isin(wanted)
-    if (
-        artifact == "table1"
-    ):  # the pairs this profile prepares (records of an earlier profile state stay out)
+    # the pairs this profile prepares (records of an earlier profile state stay out)
+    if artifact == "table1":
         keep |= records["kind"].isin(["teacher", "student"]) & records["run_id"].str.endswith(
             f"-{config_hash(profile)}"
         )

@@ -233,9 +233,8 @@ def run_distillation(run: RunConfig, cache_root: Path = CACHE_ROOT, accelerator=
             accelerator=accelerator,
         )
         t0 = time.perf_counter()
-        if (
-            accelerator.is_main_process or sharded
-        ):  # a sharded student's forward needs every process
+        # a sharded student's forward needs every process
+        if accelerator.is_main_process or sharded:
             finals = final_scores(
                 accelerator.unwrap_model(inputs.student),
                 inputs.tokenizer,

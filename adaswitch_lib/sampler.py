@@ -260,12 +260,10 @@ def _first_stops(r: _Round, replace, cfg: SamplerConfig):
     at = first.clamp(max=r.gamma - 1)
     inside = (first < r.gamma) & r.in_range[rows, at]
     replaced = r.live & inside & replace[rows, at]
-    count = torch.where(
-        r.live, first + inside.long(), 0
-    )  # drafts kept, plus the replacing token or EOS
-    if not (
-        count[r.live] > 0
-    ).all():  # a round that moves no row would loop forever: fail loudly instead
+    # drafts kept, plus the replacing token or EOS
+    count = torch.where(r.live, first + inside.long(), 0)
+    # a round that moves no row would loop forever: fail loudly instead
+    if not (count[r.live] > 0).all():
         raise RuntimeError(
             f"sampler stalled: rows {(r.live & (count == 0)).nonzero().flatten().tolist()} wrote "
             "nothing"
@@ -304,19 +302,15 @@ def _draft_verify(
     out = Rollout(ids.shape[0], cfg, ids.device, vocab if keep else None)
     n, batch, device = cfg.max_new_tokens, ids.shape[0], ids.device
     adaswitch, speculative = method == "adaswitch", cfg.teacher_continuation == "speculative"
-    lock_step = (
-        adaswitch and not speculative
-    )  # exact continuation: a switched row takes the teacher's tokens
-    position = torch.zeros(
-        batch, dtype=torch.long, device=device
-    )  # response tokens written per row
-    pending = (
-        None  # each row's last written token, fed to both models at the start of the next round
-    )
+    # exact continuation: a switched row takes the teacher's tokens
+    lock_step = adaswitch and not speculative
+    # response tokens written per row
+    position = torch.zeros(batch, dtype=torch.long, device=device)
+    # each row's last written token, fed to both models at the start of the next round
+    pending = None
     draft = DraftLength(cfg)
-    drafted = torch.zeros(
-        batch, dtype=torch.long, device=device
-    )  # speculative continuation: drafts verified
+    # speculative continuation: drafts verified
+    drafted = torch.zeros(batch, dtype=torch.long, device=device)
     accepted = torch.zeros(batch, dtype=torch.long, device=device)  # ... and accepted
     while True:
         rows_now, (any_live, any_switched, any_exploring, room) = _round_state(
@@ -325,13 +319,10 @@ def _draft_verify(
         r = _Round(*rows_now)
         if not any_live:
             break
-        (
-            S.drop(~r.live),
-            T.drop(~r.live),
-        )  # finished rows leave both models (a row's state stays in `out`)
-        if (
-            lock_step and any_switched and not any_exploring
-        ):  # every live row switched: the teacher alone
+        # finished rows leave both models (a row's state stays in `out`)
+        S.drop(~r.live), T.drop(~r.live)
+        # every live row switched: the teacher alone
+        if lock_step and any_switched and not any_exploring:
             _teacher_finishes(T.dec, T.rows, out, position, pending, cfg, noise, gather)
             break
         # exact continuation beside exploring rows: lock-step, one token a round; no draft past the

@@ -181,9 +181,8 @@ def build_targets(
                     ),
                 )
             )
-        elif (
-            gather is not None
-        ):  # no row of ours samples, but the other processes' samplers need us
+        # no row of ours samples, but the other processes' samplers need us
+        elif gather is not None:
             sample_targets(
                 "student", student, None, ids[:1], mask[:1], cfg, noise=noise[:, :1], gather=gather
             )

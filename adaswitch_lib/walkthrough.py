@@ -26,10 +26,8 @@ from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, pair_folder_if_read
 from adaswitch_lib.sampler import sample_targets, shared_vocab_size
 from adaswitch_lib.targets import sampler_config
 
-STUDENT_COLOUR, TEACHER_COLOUR = (
-    "#cfe2f3",
-    "#f9cb9c",
-)  # light blue / light orange (colour-blind safe pair)
+# light blue / light orange (colour-blind safe pair)
+STUDENT_COLOUR, TEACHER_COLOUR = "#cfe2f3", "#f9cb9c"
 
 
 def load_pair(profile_name: str, pair: str, task: str, cache_dir=CACHE_ROOT):

@@ -32,9 +32,7 @@ from adaswitch_lib.data import load_profile_task, token_limits, tokenize_pairs  
 from adaswitch_lib.decoding import Decoder  # noqa: E402
 from adaswitch_lib.distill import response_logits  # noqa: E402
 from adaswitch_lib.models import register_short_query_attention, short_query_attention  # noqa: E402
-
-# noqa: E402
-from adaswitch_lib.prepare import CACHE_ROOT, collate, load_prepared, pair_folder_if_ready
+from adaswitch_lib.prepare import CACHE_ROOT, collate, load_prepared, pair_folder_if_ready  # noqa: E402
 from adaswitch_lib.targets import ground_truth_targets  # noqa: E402
 
 IMPLEMENTATIONS = ("sdpa", "eager", register_short_query_attention())

@@ -56,9 +56,8 @@ def build(spec: str, vocab: int, head_scale: float, seed: int, dtype, device):
         max_position_embeddings=4096,
         tie_word_embeddings=False,
     )
-    model = choose_attention(
-        Qwen2ForCausalLM(config).to(dtype=dtype, device=device)
-    ).eval()  # as load_model does
+    # as load_model does
+    model = choose_attention(Qwen2ForCausalLM(config).to(dtype=dtype, device=device)).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(head_scale)
     return model
@@ -88,9 +87,8 @@ def trained(spec: str, repeats: int, batches: int, threads: int):
             f"`python -m adaswitch_lib prepare --profile {profile_name} --pair {pair} --task "
             f"{task}` first"
         )
-    teacher, student, tokenizer = load_prepared(
-        folder, profile.dtype, student_dtype="float32"
-    )  # as a run has them
+    # as a run has them
+    teacher, student, tokenizer = load_prepared(folder, profile.dtype, student_dtype="float32")
     max_prompt, max_new = token_limits(profile, task)
     examples = load_profile_task(profile, task, "test")[: batches * profile.kd_batch_size]
     prompts = tokenize_prompts(tokenizer, examples, max_prompt)

@@ -74,9 +74,8 @@ def main():
             **extra,
         )
         noise = torch.rand(3, ids.shape[0], 32, generator=torch.Generator().manual_seed(7 + rank))
-        if (
-            rank == 1
-        ):  # an EOS every row writes early; a row's tokens before its EOS do not depend on it
+        # an EOS every row writes early; a row's tokens before its EOS do not depend on it
+        if rank == 1:
             probe = sample_targets(method, student, teacher, ids, mask, cfg, noise=noise).responses
 
             def stop(token):  # the position where the last row would stop
@@ -84,9 +83,8 @@ def main():
                 return float(torch.where(hits.any(1), hits.argmax(1).float(), 99.0).max())
 
             cfg = dataclasses.replace(cfg, eos_token_id=min(range(3, 16), key=stop))
-        single = sample_targets(
-            method, student, teacher, ids, mask, cfg, noise=noise
-        )  # this rank on its own
+        # this rank on its own
+        single = sample_targets(method, student, teacher, ids, mask, cfg, noise=noise)
         calls.update(student=0, teacher=0)
         synced = sample_targets(
             method, student, teacher, ids, mask, cfg, noise=noise, gather=None if alone else gather

@@ -47,12 +47,10 @@ def test_answer_extraction_on_gsm_plus_testmini(shared_data):
 def test_extraction_rules():
     assert metrics.extract_answer("It costs $1,234.") == 1234
     assert metrics.extract_answer("#### 72.0") == metrics.extract_answer("so 72") == 72
-    assert (
-        metrics.extract_answer("first 3 then #### 5 and later 9") == 5
-    )  # '####' wins over the last number
-    assert (
-        metrics.extract_answer("no #### here but 12 and 14") == 14
-    )  # '####' without a number: last number
+    # '####' wins over the last number
+    assert metrics.extract_answer("first 3 then #### 5 and later 9") == 5
+    # '####' without a number: last number
+    assert metrics.extract_answer("no #### here but 12 and 14") == 14
     assert metrics.extract_answer("#### 1/4") == Fraction(1, 4) == metrics.parse_number("0.25")
     assert metrics.extract_answer("I cannot tell.") is None
 

@@ -116,9 +116,8 @@ def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path, mo
     if method == "imitkd":
         assert [e["imitkd_beta"] for e in log] == pytest.approx([1.0, 2 / 3, 1 / 3])
     # a teacher scoring pass only where the loss needs teacher logits the sampler did not keep (SKD
-    # and
-    # AdaSwitch reuse theirs; NLL methods never run the teacher on targets); a student pass every
-    # step
+    # and AdaSwitch reuse theirs; NLL methods never run the teacher on targets); a student pass
+    # every step
     assert SMOKE.teacher_shape.layers != SMOKE.student_shape.layers
     scoring_pass = get_method_loss(method) == "divergence" and method not in ("skd", "adaswitch")
     teacher_passes = scored_by.count(SMOKE.teacher_shape.layers)  # one per length group and step
@@ -348,9 +347,8 @@ def test_a_length_group_scores_its_rows_as_the_whole_batch_does(pair):
     torch.testing.assert_close(
         part.response_mask, t.response_mask[rows, : part.response_mask.shape[1]]
     )
-    assert int(part.response_mask.sum()) == int(
-        t.response_mask[rows].sum()
-    )  # no response token lost
+    # no response token lost
+    assert int(part.response_mask.sum()) == int(t.response_mask[rows].sum())
     with torch.no_grad():
         for model in (pair["student"], pair["teacher"]):
             mask = part.response_mask.bool()
@@ -424,9 +422,8 @@ def test_finished_runs_are_skipped_killed_runs_redone_corrupt_records_reported(
     )
     assert run_module.run_distillation(run, cache_root=cache) == record
     assert "is finished; skipped" in capsys.readouterr().out
-    (folder / "record.json").write_text(
-        '{"run_id": "tiny-qwen'
-    )  # cut off mid-write by some other tool
+    # cut off mid-write by some other tool
+    (folder / "record.json").write_text('{"run_id": "tiny-qwen')
     monkeypatch.setattr(run_module, "distill", distill)
     again = run_module.run_distillation(run, cache_root=cache)
     lines = [line for line in capsys.readouterr().out.splitlines() if "corrupt" in line]
@@ -478,9 +475,8 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process(cache, tm
     import subprocess
     import sys
 
-    shutil.copytree(
-        cache, tmp_path / ".cache" / "models"
-    )  # the prepared smoke pair, found by its key
+    # the prepared smoke pair, found by its key
+    shutil.copytree(cache, tmp_path / ".cache" / "models")
     args = [
         "distill",
         "--profile",
@@ -566,17 +562,15 @@ def test_validation_divergence_scores_the_teacher_once_and_changes_nothing(pair,
         ]
         assert len(calls) == 9 and len(cache) == 3  # scored once, reused the second time
         assert cached == plain  # the very same numbers
-        student = fresh_student(
-            pair
-        )  # a different student still gets its own loss from the cached teacher
+        # a different student still gets its own loss from the cached teacher
+        student = fresh_student(pair)
         with torch.no_grad():
             next(student.parameters()).mul_(0.5)
         assert evaluate_module.validation_divergence(
             run, student, teacher, kd, pad, vocab, 5, cache
         ) == evaluate_module.validation_divergence(run, student, teacher, kd, pad, vocab, 5)
-        monkeypatch.setattr(
-            evaluate_module, "TEACHER_CACHE_BYTES", 0
-        )  # too big to keep: scored every time
+        # too big to keep: scored every time
+        monkeypatch.setattr(evaluate_module, "TEACHER_CACHE_BYTES", 0)
         small = {}
         evaluate_module.validation_divergence(
             run, pair["student"], teacher, kd, pad, vocab, 5, small

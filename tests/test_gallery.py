@@ -65,16 +65,14 @@ def test_gallery_is_built_from_the_results(tmp_path, monkeypatch):
     assert (
         "| AdaSwitch | 51.00 |" in block and "| SKD | 1.20 |" in block and "| a | holds |" in block
     )
-    assert (
-        "this run: 45.5 min, within the target." in block
-    )  # the budget: 60 min target, 90 min ceiling
+    # the budget: 60 min target, 90 min ceiling
+    assert "this run: 45.5 min, within the target." in block
     assert (
         "SKD on GSM 1.11–1.20× (paper 1.53–1.61×); AdaSwitch on GSM 1.30× (paper 1.38–1.41×)."
         in block
     )
-    assert (
-        "fig6_k_and_l.png)" in block and "fig3_divergences" not in block
-    )  # only figures that exist
+    # only figures that exist
+    assert "fig6_k_and_l.png)" in block and "fig3_divergences" not in block
     readme = f"# Title\n\nbefore\n\n{BEGIN.format(profile='cpu')}\nSTALE-BLOCK\n{END}\n\nafter\n"
     new = splice(readme, block, "cpu")
     assert (

@@ -113,14 +113,14 @@ def test_chunked_equals_unchunked_in_value_and_gradient(divergence, reduction):
 
 def test_reductions():
     d_student, teacher = torch.zeros(2, 4, 3), torch.zeros(2, 4, 3)
-    teacher[0, 0] = torch.tensor(
-        [5.0, 0, 0]
-    )  # one position with divergence, in a row of 1 token vs 4 tokens
+    # one position with divergence, in a row of 1 token vs 4 tokens
+    teacher[0, 0] = torch.tensor([5.0, 0, 0])
     mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
     d = token_divergence(d_student[0, 0], teacher[0, 0]).item()
+    # (d/1 + 0)/2
     assert distill_loss(d_student, teacher, mask, reduction="sequence").item() == pytest.approx(
         d / 2
-    )  # (d/1 + 0)/2
+    )
     assert distill_loss(d_student, teacher, mask, reduction="token").item() == pytest.approx(d / 5)
     assert torch.allclose(
         position_divergence(d_student, teacher, chunk_size=3), token_divergence(d_student, teacher)

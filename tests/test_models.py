@@ -33,18 +33,15 @@ def test_tiny_pair_round_trip(tmp_path, tokenizer, kind):
     file_tok = PreTrainedTokenizerFast(
         tokenizer_file=str(tmp_path / "tokenizer" / "tokenizer.json")
     )
-    with pytest.raises(
-        ValueError, match="folder of its own"
-    ):  # beside a qwen2 config it would be swapped
+    # beside a qwen2 config it would be swapped
+    with pytest.raises(ValueError, match="folder of its own"):
         models.save_tokenizer(tokenizer, tmp_path / "model")
     text = "Question: Mia has 62 cards. Mia gets 9 more.\nAnswer: 62 + 9 = 71\n#### 71"
     ids = tokenizer(text)["input_ids"]
-    assert (
-        auto_tok(text)["input_ids"] == ids == file_tok(text)["input_ids"]
-    )  # no pre-tokenizer swapped in
-    assert "Ġ7" in tokenizer.convert_ids_to_tokens(
-        ids
-    )  # one digit per token, the space kept with it
+    # no pre-tokenizer swapped in
+    assert auto_tok(text)["input_ids"] == ids == file_tok(text)["input_ids"]
+    # one digit per token, the space kept with it
+    assert "Ġ7" in tokenizer.convert_ids_to_tokens(ids)
     assert auto_tok.decode(ids) == text
     x = torch.tensor([ids])
     with torch.no_grad():
@@ -58,9 +55,8 @@ def test_hub_code_path_with_a_local_folder_and_offline_error(tmp_path, tokenizer
         model.save_pretrained(tmp_path / "model"),
         models.save_tokenizer(tokenizer, tmp_path / "tokenizer"),
     )
-    loaded = models.load_model(
-        str(tmp_path / "model"), dtype="auto"
-    )  # the same call the Hub ids go through
+    # the same call the Hub ids go through
+    loaded = models.load_model(str(tmp_path / "model"), dtype="auto")
     assert loaded.dtype == torch.float32 and not loaded.training
     assert models.load_tokenizer(str(tmp_path / "tokenizer")).eos_token == "<eos>"
     assert models.hub_ids("qwen") == ("Qwen/Qwen2.5-3B", "Qwen/Qwen2.5-0.5B")

@@ -102,8 +102,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
 
 def test_cpu_preparations_start_longest_first_one_per_worker(tmp_path):
     # the two synth_gsm pairs (700 teacher steps, measured 585 s) before the synth_summ ones (493
-    # s):
-    # two workers then finish together instead of one running both long ones
+    # s): two workers then finish together instead of one running both long ones
     jobs = [
         j
         for j in pipeline.build_jobs(CPU, results_dir=str(tmp_path), cache_dir=tmp_path)

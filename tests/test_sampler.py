@@ -165,9 +165,8 @@ def test_skd_draft_verify_equals_token_by_token_reference(pair, rule, size, chun
         assert torch.allclose(fast.teacher_logits[m], ref.teacher_logits[m], atol=1e-4)
         replaced.append(fast.stats["replaced_tokens"])
     replaced = torch.cat(replaced)
-    assert (
-        replaced.float().std() > 0 or greedy
-    )  # rows reject at different points: they advance apart
+    # rows reject at different points: they advance apart
+    assert replaced.float().std() > 0 or greedy
 
 
 def test_speculative_continuation_samples_the_teacher_distribution():
@@ -238,9 +237,8 @@ def test_speculative_continuation_samples_the_teacher_distribution():
 @pytest.mark.parametrize(
     "method, continuation", [("skd", "exact"), ("adaswitch", "exact"), ("adaswitch", "speculative")]
 )
-@pytest.mark.parametrize(
-    "k, window", [(1.05, 2), (1.5, 4), (math.inf, 3)]
-)  # switch early, late, never
+# switch early, late, never
+@pytest.mark.parametrize("k, window", [(1.05, 2), (1.5, 4), (math.inf, 3)])
 def test_every_round_advances_every_live_row(pair, method, continuation, k, window):
     """No stall: each teacher pass writes at least one token to every live row, so a batch needs at
     most max_new_tokens teacher passes after the prompt's, and the student drafts at most
@@ -273,9 +271,8 @@ def test_every_round_advances_every_live_row(pair, method, continuation, k, wind
             hook.remove()
     assert (t.stats["response_length"] == n).all()
     assert calls["teacher"] <= 1 + n, calls
-    assert calls["student"] <= 1 + calls["teacher"] * 2 * chunk, (
-        calls
-    )  # drafts grow to 2x draft_chunk at most
+    # drafts grow to 2x draft_chunk at most
+    assert calls["student"] <= 1 + calls["teacher"] * 2 * chunk, calls
 
 
 def test_the_settings_cover_early_late_and_no_switches(pair):
@@ -474,9 +471,8 @@ def test_top_p_by_top_k_equals_the_full_sort(vocab, temperature, top_p):
     from adaswitch_lib.rules import in_acceptance_set
 
     g = torch.Generator().manual_seed(vocab)
-    logits = (
-        torch.randn(12, 3, vocab, generator=g) * torch.tensor([0.05, 1.0, 6.0])[None, :, None]
-    )  # flat to sharp
+    # flat to sharp
+    logits = torch.randn(12, 3, vocab, generator=g) * torch.tensor([0.05, 1.0, 6.0])[None, :, None]
     expected = _sorted_nucleus_probs(logits, temperature, top_p)
     assert torch.equal(warped_probs(logits, temperature, top_p) > 0, expected > 0)
     torch.testing.assert_close(
@@ -491,9 +487,8 @@ def test_top_p_by_top_k_equals_the_full_sort(vocab, temperature, top_p):
     assert torch.equal(tokens, cdf.indices.gather(-1, index)[..., 0])
     cfg = Cfg(skd_rule="top_p", skd_top_p=top_p, teacher_temperature=temperature)
     ranks = expected.sort(dim=-1, descending=True, stable=True).indices
-    size = (expected > 0).sum(
-        -1, keepdim=True
-    )  # each row's nucleus size: probe both sides of its edge
+    # each row's nucleus size: probe both sides of its edge
+    size = (expected > 0).sum(-1, keepdim=True)
     for rank in (
         torch.zeros_like(size),
         size - 2,
@@ -518,9 +513,8 @@ def test_draft_length_maximises_tokens_per_cost():
 
     assert draft_length(1.0, 3.0, 32) == 32
     assert draft_length(0.0, 3.0, 32) == 1
-    assert (
-        draft_length(0.9, 3.0, 32) == 7
-    )  # 5.217 tokens / 10 units beats g = 6 (4.686 / 9) and 8 (5.695 / 11)
+    # 5.217 tokens / 10 units beats g = 6 (4.686 / 9) and 8 (5.695 / 11)
+    assert draft_length(0.9, 3.0, 32) == 7
     assert draft_length(0.5, 3.0, 32) == 2  # 1.5 / 5 beats 1 / 4 and 1.75 / 6
     assert draft_length(0.9, 0.0, 32) == 1  # a free teacher pass: verify every token
     assert draft_length(0.99, 3.0, 8) == 8  # the limit holds

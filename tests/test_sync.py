@@ -70,9 +70,8 @@ def test_fsdp_and_zero3_count_as_sharded_ddp_does_not():
 
     assert is_sharded(fake(DistributedType.FSDP))
     assert is_sharded(fake(DistributedType.DEEPSPEED, 3))
-    assert not is_sharded(
-        fake(DistributedType.DEEPSPEED, 2)
-    )  # ZeRO-2: whole weights on every process
+    # ZeRO-2: whole weights on every process
+    assert not is_sharded(fake(DistributedType.DEEPSPEED, 2))
     assert not is_sharded(fake(DistributedType.MULTI_GPU)) and not is_sharded(
         fake(DistributedType.NO)
     )
