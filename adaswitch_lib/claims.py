@@ -2,12 +2,11 @@
 
     python -m adaswitch_lib.claims --profile smoke
 
-Each claim gets the paper's statement, our measurement (mean ± standard deviation over seeds
-where the profile has several) and a verdict: holds, does not hold, or not resolvable — when the
+Each claim gets the paper's statement, our measurement (mean ± standard deviation over seeds where
+the profile has several) and a verdict: holds, does not hold, or not resolvable — when the
 difference is no larger than the noise: the seed spread where seeds exist, else the binomial
 standard error of an accuracy on the test set (a single seed cannot show training noise, and the
-verdict says so).
-"""
+verdict says so)."""
 
 from __future__ import annotations
 

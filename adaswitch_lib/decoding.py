@@ -107,8 +107,7 @@ class Targets:
     def select(self, rows: torch.Tensor) -> "Targets":
         """These rows alone, without the columns of padding they all share (leading prompt padding,
         trailing response padding). Every kept position scores as before: causal attention never
-        sees
-        the trailing columns and the mask hides the leading ones."""
+        sees the trailing columns and the mask hides the leading ones."""
         attended = self.attention_mask[rows, : self.prompt_length].any(0)
         cut = int(attended.int().argmax()) if bool(attended.any()) else 0
         written = self.response_mask[rows].any(0).nonzero()
@@ -133,11 +132,9 @@ class Targets:
 
 def length_groups(targets: Targets, groups: int) -> list[Targets]:
     """The batch as `groups` parts of rows of similar length (prompt + response), each trimmed of
-    the
-    padding its rows share. A loss summed over the parts with the whole batch's normaliser
+    the padding its rows share. A loss summed over the parts with the whole batch's normaliser
     (`position_weights(total_rows=, total_tokens=)`) equals the whole batch's up to rounding, while
-    less padding is computed: a cpu KD batch of 16 is ~27 % padding. groups <= 1: the batch
-    itself."""
+    less padding is computed (docs/performance.md). groups <= 1: the batch itself."""
     rows = targets.sequences.shape[0]
     if groups <= 1 or rows < 2:
         return [targets]
@@ -182,8 +179,7 @@ def top_p_nucleus(probs: torch.Tensor, top_p: float, first: int = 32):
     """The nucleus over probabilities [..., V]: the top-k probabilities in descending order, their
     token ids and which of them are inside. k starts small and doubles until the top k hold top_p of
     the mass in every row (then the nucleus is inside them, as over a full sort): a top-k costs a
-    fraction of a full sort (5x at V = 542, 60x at V = 151,936 on CPU) and warped nuclei are
-    small."""
+    fraction of a full sort, and warped nuclei are small."""
     k = min(first, probs.shape[-1])
     while True:
         ranked, order = probs.topk(k, dim=-1)

@@ -1,10 +1,10 @@
 """The one distillation loop for every method of Table 1.
 
 Each step: build the batch's target sequences as the method's row in `methods.py` says
-(`targets.py`), get the teacher's
-logits on them (reused from the sampler for SKD and AdaSwitch, one scoring pass otherwise), and
-take one AdamW step on the loss. `accelerate` owns the device, mixed precision and distribution,
-so the same function runs in a notebook, from the command line and under `accelerate launch`:
+(`targets.py`), get the teacher's logits on them (reused from the sampler for SKD and AdaSwitch, one
+scoring pass otherwise), and take one AdamW step on the loss. `accelerate` owns the device, mixed
+precision and distribution, so the same function runs in a notebook, from the command line and under
+`accelerate launch`:
 
     python -m adaswitch_lib distill --profile smoke --pair tiny-qwen --task synth_gsm --method
     adaswitch
@@ -114,7 +114,7 @@ def _sync(device) -> None:
 
 def _is_eval_step(profile, step: int, steps: int, dense_early: bool = True) -> bool:
     """Every eval_every steps, the first and the last; densely early on for the methods of Figures 5
-    and 8 (the others' early points feed no figure: skipping them saves a sixth of a cpu run)."""
+    and 8 (the others' early points feed no figure, so they are skipped)."""
     if step in (0, steps):
         return True
     every = (

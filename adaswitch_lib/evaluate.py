@@ -108,7 +108,8 @@ def evaluate(
     return score_outputs(task, examples, responses, style, tokenizer)
 
 
-# the cpu profile needs ~20 MB; a Hub vocabulary at 512 tokens far more
+# the frozen teacher's validation logits are kept across evaluations up to this size: the tiny
+# vocabularies fit, a Hub vocabulary over long responses may not (then they are scored each time)
 TEACHER_CACHE_BYTES = 512 * 2**20
 
 
@@ -126,10 +127,8 @@ def validation_divergence(
     """D(p_T || p_S) on the validation set's reference responses, the paper's validation loss behind
     Figures 5/8 (computed against the teacher, so off-policy training lowers it most directly).
     `teacher_cache`: a dict kept across calls on the same pairs; the frozen teacher's logits are
-    then
-    computed once instead of at every evaluation (the same numbers: a cpu run spent two thirds of
-    its
-    evaluation time re-scoring them), as long as they fit in TEACHER_CACHE_BYTES."""
+    then computed once instead of at every evaluation (the same numbers, scored once), as long as
+    they fit in TEACHER_CACHE_BYTES."""
     was_training = student.training
     student.eval()
     device = next(student.parameters()).device

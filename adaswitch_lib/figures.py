@@ -4,10 +4,9 @@ palette, TrueType fonts embedded in the PDF).
     python -m adaswitch_lib.figures --profile smoke     # writes results/smoke/figures/*
 
 Figure 3: KD methods under the profile's divergences (forward KL / JSD / reverse KL); 4 and 7:
-switch rate and KLD at the
-switch token over training; 5 and 8: validation loss and test metric early in training; 6: K and
-L; 9: relative switch position over training. 4 and 5 show the first pair, 7 and 8 every pair.
-"""
+switch rate and KLD at the switch token over training; 5 and 8: validation loss and test metric
+early in training; 6: K and L; 9: relative switch position over training. 4 and 5 show the first
+pair, 7 and 8 every pair."""
 
 from __future__ import annotations
 

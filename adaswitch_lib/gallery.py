@@ -7,9 +7,8 @@ every figure and the claims. The README holds a summary: the run line, the budge
     python -m adaswitch_lib.gallery --profile cpu --write   # rewrite both blocks in docs/results.md
     and README.md
 
-Each block sits between two marker lines; a test checks that both equal what this module
-generates from the committed results.
-"""
+Each block sits between two marker lines; a test checks that both equal what this module generates
+from the committed results."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Token-level divergences between teacher and student, as pure functions of tensors.
 
-Conventions (DESIGN §3): divergences at temperature 1 on the full vocabulary unless a temperature
-is given; generalised JSD(beta) mixes M = beta * p_T + (1 - beta) * p_S, so beta = 0 is forward KL
-and beta = 1 reverse KL (the convention of trl's `generalized_jsd_loss`); prompt tokens masked,
-EOS kept; the normaliser is counted after generation.
+Conventions: divergences at temperature 1 on the full vocabulary unless a temperature is given;
+generalised JSD(beta) mixes M = beta * p_T + (1 - beta) * p_S, so beta = 0 is forward KL and beta =
+1 reverse KL (the convention of trl's `generalized_jsd_loss`); prompt tokens masked, EOS kept; the
+normaliser is counted after generation.
 
 `distill_loss` is chunked over positions: it upcasts at most one [batch, chunk, vocab] block per
 model to fp32 at a time and computes that chunk's gradient on the spot, so a 151,936-token

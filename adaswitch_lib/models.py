@@ -85,6 +85,39 @@ SHORT_QUERY_ATTENTION = "sdpa_short_query_math"
 SHORT_QUERY = 24  # query tokens up to which reduced-precision CPU attention runs as plain matmuls
 
 
+def _takes_short_query_path(module, query, kwargs) -> bool:
+    """bf16/fp16 decode steps and draft verification on CPU, outside training."""
+    return (
+        query.device.type == "cpu"
+        and query.dtype != torch.float32
+        and query.shape[2] <= SHORT_QUERY
+        and not module.training
+        and kwargs.get("position_bias") is None
+    )
+
+
+def _matmul_attention(query, key, value, attention_mask, scaling):
+    """matmul -> fp32 softmax -> matmul, grouped-query heads packed as transformers' SDPA packs
+    them: query heads kv*groups + g share key/value head kv."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    grouped = query.reshape(batch, kv_heads, groups * q_len, dim)
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).float()
+    scores = (scores * scaling).view(batch, kv_heads, groups, q_len, kv_len)
+    if attention_mask is not None:
+        mask = attention_mask[..., :kv_len]
+        mask = mask[:, :, None] if mask.dim() == 4 else mask  # [B, 1, Q, S] -> [B, 1, 1, Q, S]
+        # True = attend; a fully masked row gets uniform weights, as in eager
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
+        else:
+            scores = scores + mask.float()
+    weights = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * q_len, kv_len)
+    out = torch.matmul(weights, value).view(batch, kv_heads, groups, q_len, dim)
+    return out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous()
+
+
 def short_query_attention(
     module,
     query,
@@ -98,20 +131,11 @@ def short_query_attention(
 ):
     """transformers' SDPA attention, except for short queries (<= SHORT_QUERY tokens: decode steps,
     draft verification) in bf16/fp16 on CPU, which run as matmul -> fp32 softmax -> matmul, as
-    transformers' "eager" attention does. PyTorch's CPU SDPA kernel is slow there: at batch 16,
-    4 query / 2 key-value heads and ~120 keys in bf16 it took 1.3x the matmuls' time for one query
-    token and 1.9-2.6x for 2 to 24; from ~32 query tokens on they are even
-    (benchmarks/bench_attention.py --kernel). Same values up to rounding (tested)."""
+    transformers' "eager" attention does: PyTorch's CPU SDPA kernel is slow for a few bf16 query
+    tokens (docs/performance.md). Same values up to rounding (tested)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    batch, heads, q_len, dim = query.shape
-    if (
-        query.device.type != "cpu"
-        or query.dtype == torch.float32
-        or q_len > SHORT_QUERY
-        or module.training
-        or kwargs.get("position_bias") is not None
-    ):
+    if not _takes_short_query_path(module, query, kwargs):
         return sdpa_attention_forward(
             module,
             query,
@@ -123,38 +147,15 @@ def short_query_attention(
             is_causal=is_causal,
             **kwargs,
         )
-    if (
-        attention_mask is None
-        and q_len > 1
-        and (getattr(module, "is_causal", True) if is_causal is None else is_causal)
-    ):
+    q_len = query.shape[2]
+    causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    if attention_mask is None and q_len > 1 and causal:
         # no mask and several queries means "causal from the first key" to SDPA (a prefill; with a
         # preallocated cache the keys past the queries are empty), as in sdpa_attention_forward
         key, value = key[:, :, :q_len], value[:, :, :q_len]
         attention_mask = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).tril()
-    kv_heads, kv_len = key.shape[1], key.shape[2]
-    # grouped-query attention: query heads kv*groups + g share key/value head kv
-    groups = heads // kv_heads
-    scaling = dim**-0.5 if scaling is None else scaling
-    scores = torch.matmul(
-        query.reshape(batch, kv_heads, groups * q_len, dim), key.transpose(-1, -2)
-    ).float()
-    scores = (scores * scaling).view(batch, kv_heads, groups, q_len, kv_len)
-    if attention_mask is not None:
-        mask = attention_mask[..., :kv_len]
-        mask = mask[:, :, None] if mask.dim() == 4 else mask  # [B, 1, Q, S] -> [B, 1, 1, Q, S]
-        # True = attend; a fully masked row gets uniform weights, as in eager
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
-        else:
-            scores = scores + mask.float()
-    weights = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * q_len, kv_len)
-    out = (
-        torch.matmul(weights, value)
-        .view(batch, kv_heads, groups, q_len, dim)
-        .reshape(batch, heads, q_len, dim)
-    )
-    return out.transpose(1, 2).contiguous(), None
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    return _matmul_attention(query, key, value, attention_mask, scaling), None
 
 
 def register_short_query_attention() -> str:
@@ -189,10 +190,9 @@ def _require_reachable(name_or_path: str) -> None:
 # ---------------------------------------------------------------------------- tiny offline pairs
 def train_tokenizer(texts, vocab_size: int = 1024):
     """Byte-level BPE trained with `tokenizers`, wrapped in PreTrainedTokenizerFast with
-    pad/bos/eos.
-    One digit per pre-token, the space kept with it (' 62' -> ' 6', '2'): a tiny teacher learns the
-    arithmetic of synth_gsm far sooner this way than with Qwen2's splitting, which puts the space in
-    a token of its own (measured: 96 % against 12 % after the same 700 steps)."""
+    pad/bos/eos. One digit per pre-token, the space kept with it (' 62' -> ' 6', '2'): a tiny
+    teacher learns the arithmetic of synth_gsm far sooner this way than with Qwen2's splitting,
+    which puts the space in a token of its own."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

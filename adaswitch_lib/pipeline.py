@@ -51,7 +51,7 @@ PHASES = ("prepare", "distill", "report")  # each phase needs the one before it
 # Rough seconds per KD step (its evaluations included) of one 1-thread process on the cpu profile's
 # shapes, for the time estimate before any run of the method has finished (measured records replace
 # them): the medians of the committed cpu run's jobs (results/cpu/manifest.json), less JOB_OVERHEAD,
-# over 500 steps. A host of another CPU generation can be 1.5x slower (README).
+# over 500 steps. Hosts differ (docs/reproducibility.md).
 SECONDS_PER_STEP = {
     "sft": 0.08,
     "seqkd": 0.095,
@@ -100,10 +100,9 @@ def _estimate(profile: Profile, method: str, history) -> float:
 
 
 def _prepare_estimate(profile: Profile, task: str) -> float:
-    """Seconds to prepare a pair on one core (cpu profile, measured: 289 s for synth_gsm, 226 s for
-    synth_summ).
+    """Seconds to prepare a pair on one core (the cpu profile's medians, results/cpu/manifest.json).
     The order matters more than the value: preparations start longest first, so that two workers
-    finish together (with one estimate for all, both long ones ended on one worker: +88 s wall)."""
+    finish together instead of one running both long ones."""
     if profile.name == "smoke":
         return 5.0
     teacher_steps, warmup_steps = task_sft_steps(profile, task)

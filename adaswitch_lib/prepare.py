@@ -48,7 +48,7 @@ def collate(pairs, pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tenso
 
 def length_sorted_groups(pairs, groups: int) -> list[list]:
     """(prompt, response) pairs as `groups` parts of similar total length: each part pads only to
-    its own longest row (a cpu SFT batch of 32 is ~28 % padding as one batch)."""
+    its own longest row."""
     ordered = sorted(pairs, key=lambda pair: len(pair[0]) + len(pair[1]))
     size = math.ceil(len(ordered) / max(1, groups))
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
@@ -107,10 +107,9 @@ def validation_nll(model, pairs, pad_token_id: int, batch_size: int = 64) -> flo
 
 def sft_attention(device) -> str | None:
     """The attention implementation SFT trains with: on CPU transformers' plain ("eager") one, whose
-    training steps are ~20 % faster there than PyTorch's CPU SDPA kernels for the tiny teachers
-    (benchmarks/bench_attention.py; same numbers up to rounding) -- decoding and the students'
-    updates are not faster with it, so everything else keeps SDPA; None (the model's own) on
-    GPUs."""
+    training steps are faster there than PyTorch's CPU SDPA kernels for the tiny teachers (same
+    numbers up to rounding; docs/performance.md). Decoding and the students' updates gain nothing
+    from it, so everything else keeps SDPA; None (the model's own) on GPUs."""
     return "eager" if torch.device(device).type == "cpu" else None
 
 

@@ -139,8 +139,7 @@ def read_record(folder: Path, expected_id: str | None = None) -> dict | None:
 
 def write_record(folder: Path, files: dict[str, object]) -> None:
     """Write a record folder: every file through atomic.write_folder (temporary sibling folder, then
-    a rename),
-    record.json last: a folder at `folder` is always complete."""
+    a rename), record.json last: a folder at `folder` is always complete."""
 
     def write(tmp: Path) -> None:
         for name, content in files.items():

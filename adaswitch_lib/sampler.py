@@ -70,8 +70,8 @@ def _alone(values: torch.Tensor) -> torch.Tensor:
 
 def _drop_finished(dec: Decoder, rows: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
     """Let the decoder hold only the batch rows `rows` that are not `done` [B], once a quarter of
-    those it holds are done: a decode step of the cpu teacher costs 3.9 ms at batch 4 against 6.7 ms
-    at 16 on CPU, and answers end at different lengths. At least one row stays (a process whose rows
+    those it holds are done: a decode step costs less at a smaller batch, and answers end at
+    different lengths. At least one row stays (a process whose rows
     are all done keeps stepping beside the others). Returns the rows now held."""
     alive = (~done[rows]).nonzero().flatten()
     if 4 * len(alive) > 3 * len(rows) or len(rows) == 1:
@@ -84,8 +84,8 @@ def _drop_finished(dec: Decoder, rows: torch.Tensor, done: torch.Tensor) -> torc
 class _Held:
     """A decoder seen as if it held the whole batch [B] while it computes only the rows it still
     holds (`rows`): the rows it let go (finished) read zero logits, and what they are fed is
-    dropped.
-    The draft -> verify engine keeps its per-row bookkeeping over the whole batch this way."""
+    dropped. The draft -> verify engine keeps its per-row bookkeeping over the whole batch this
+    way."""
 
     def __init__(self, dec: Decoder, batch: int):
         self.dec, self.batch = dec, batch
@@ -146,8 +146,7 @@ def draft_length(keep_rate: float, verify_cost: float, longest: int) -> int:
     probability `keep_rate` until its first rejection, which a teacher token replaces: a round of g
     drafts writes sum_{k<g} keep_rate^k tokens per row and costs g draft steps plus one teacher
     pass (`verify_cost` draft steps). Shrinking the draft at every rejection anywhere in the batch
-    would collapse it to one token a round in a batch of 16 rows, each keeping 90 % of its
-    drafts."""
+    would collapse it to one token a round in a batch of many rows that each keep most drafts."""
     best, best_rate, expected = 1, 0.0, 0.0
     for g in range(1, longest + 1):
         expected += keep_rate ** (g - 1)
@@ -290,6 +289,27 @@ def _round_state(out: Rollout, position, n: int, gather):
     return (live, exploring, switched), state.amax(0).tolist()
 
 
+def _settle(S: _Held, T: _Held, r: _Round, tokens, count, pending, pad_token_id: int):
+    """Each row keeps its slots up to its last written token; returns those tokens, which the rows
+    feed to both models next round."""
+    last = (count - 1).clamp(min=0)
+    valid = last + (0 if pending is None else 1)
+    S.settle(r.fed, valid), T.settle(r.fed, valid)
+    return torch.where(
+        r.live, tokens[torch.arange(len(count), device=count.device), last], pad_token_id
+    )
+
+
+def _kept_and_rejected(r: _Round, count, replaced, lock_step: bool, gather) -> list[float]:
+    """Drafts kept and rejected this round over every process's rows. Rows in exact lock-step take
+    the teacher's tokens whatever they drafted: they say nothing about the rate."""
+    tested = r.live & ~(r.switched & lock_step)
+    counts = torch.stack(
+        [torch.where(tested, count - replaced.long(), 0).sum(), (tested & replaced).sum()]
+    )
+    return gather(counts).sum(0).tolist()
+
+
 def _draft_verify(
     student, teacher, ids, mask, cfg, vocab, noise, keep, method: str, gather=_alone
 ) -> Rollout:
@@ -336,30 +356,8 @@ def _draft_verify(
         tokens, count, replaced = _write_round(
             out, r, position, cfg, noise, method, speculative, drafted, accepted
         )
-        # each row keeps its slots up to its last written token, which it feeds next round
-        valid = (count - 1).clamp(min=0) + (0 if pending is None else 1)
-        S.settle(r.fed, valid), T.settle(r.fed, valid)
-        pending = torch.where(
-            r.live,
-            tokens[torch.arange(batch, device=device), (count - 1).clamp(min=0)],
-            cfg.pad_token_id,
-        )
-        # rows in exact lock-step take the teacher's tokens whatever they drafted: they say nothing
-        # about the rate
-        tested = r.live & ~(r.switched & lock_step)
-        kept, rejected = (
-            gather(
-                torch.stack(
-                    [
-                        torch.where(tested, count - replaced.long(), 0).sum(),
-                        (tested & replaced).sum(),
-                    ]
-                )
-            )
-            .sum(0)
-            .tolist()
-        )
-        draft.update(kept, rejected, r.gamma)
+        pending = _settle(S, T, r, tokens, count, pending, cfg.pad_token_id)
+        draft.update(*_kept_and_rejected(r, count, replaced, lock_step, gather), r.gamma)
         position = position + count
     if adaswitch and speculative:
         out.continuation = (drafted, accepted)

@@ -115,8 +115,7 @@ def teacher_responses(
 
 def step_noise(seed: int, step: int, rows: int, max_new_tokens: int) -> torch.Tensor:
     """The uniform numbers behind every draw of one step [3, rows, max_new_tokens] (student,
-    teacher,
-    speculative residual)."""
+    teacher, speculative residual)."""
     return torch.rand(
         3, rows, max_new_tokens, generator=torch.Generator().manual_seed(seed * 1_000_003 + step)
     )

@@ -47,6 +47,33 @@ def load_pair(profile_name: str, pair: str, task: str, cache_dir=CACHE_ROOT):
     return teacher, student, tokenizer, load_profile_task(profile, task, "test")
 
 
+def _one_target(
+    profile, run: RunConfig, method: str, teacher, student, tokenizer, example, seed: int
+):
+    """(prompt ids, mask, the sampled Targets) for one prompt under `method`'s sampler."""
+    max_prompt, max_new = token_limits(profile, run.task)
+    ids, mask = left_pad(tokenize_prompts(tokenizer, [example], max_prompt), tokenizer.pad_token_id)
+    sampler = {"adaswitch": "adaswitch", "skd": "skd"}.get(method, "student")
+    cfg = sampler_config(run, tokenizer, max_new)
+    generator = torch.Generator().manual_seed(seed)
+    return ids, mask, sample_targets(sampler, student, teacher, ids, mask, cfg, generator)
+
+
+@torch.no_grad()
+def _divergences(targets, teacher, student, vocab: int, divergence: str) -> list[float]:
+    """d_i at every response position of the first row, from one forward pass of each model over
+    the finished sequence (the prefixes the sampler saw)."""
+    n, p = int(targets.response_mask[0].sum()), targets.prompt_length
+    logits = [
+        m(input_ids=targets.sequences, attention_mask=targets.attention_mask)
+        .logits[0, :, :vocab]
+        .float()
+        for m in (student, teacher)
+    ]
+    response = [x[None, p - 1 : p - 1 + n] for x in logits]
+    return position_divergence(*response, divergence)[0].tolist()
+
+
 def trace(
     profile_name: str,
     pair: str,
@@ -67,51 +94,34 @@ def trace(
         profile,
         pair=pair,
         task=task,
-        method=method if method in ("skd", "adaswitch") else "on_policy",
+        seed=seed,
         adaswitch_k=float(K),
         adaswitch_window=int(L),
-        seed=seed,
+        method=method if method in ("skd", "adaswitch") else "on_policy",
     )
-    max_prompt, max_new = token_limits(profile, task)
-    ids, mask = left_pad(tokenize_prompts(tokenizer, [example], max_prompt), tokenizer.pad_token_id)
-    cfg = sampler_config(run, tokenizer, max_new)
-    sampler = {"adaswitch": "adaswitch", "skd": "skd"}.get(method, "student")
-    targets = sample_targets(
-        sampler, student, teacher, ids, mask, cfg, torch.Generator().manual_seed(seed)
+    ids, mask, targets = _one_target(
+        profile, run, method, teacher, student, tokenizer, example, seed
     )
-    n = int(targets.response_mask[0].sum())
     vocab = shared_vocab_size(student, teacher, len(tokenizer))
-    with torch.no_grad():
-        logits = [
-            m(input_ids=targets.sequences, attention_mask=targets.attention_mask)
-            .logits[0, :, :vocab]
-            .float()
-            for m in (student, teacher)
-        ]
-    p = targets.prompt_length
-    d = position_divergence(
-        logits[0][None, p - 1 : p - 1 + n], logits[1][None, p - 1 : p - 1 + n], run.divergence
-    )[0].tolist()
-    threshold = [K * sum(d[i - L : i]) / L if i >= L else float("nan") for i in range(n)]
-    switch = int(targets.stats["switch_index"][0]) - 1 if "switch_index" in targets.stats else -1
+    d = _divergences(targets, teacher, student, vocab, run.divergence)
+    n, p, stats = len(d), targets.prompt_length, targets.stats
+    switch = int(stats["switch_index"][0]) - 1 if "switch_index" in stats else -1
     tokens = targets.sequences[0, p : p + n].tolist()
-    who = ["teacher" if 0 <= switch <= i else "student" for i in range(n)]
     return dict(
         method=method,
         tokens=tokens,
         pieces=[tokenizer.decode([t]) for t in tokens],
-        who=who,
+        who=["teacher" if 0 <= switch <= i else "student" for i in range(n)],
         d=d,
-        threshold=threshold,
+        # the moving threshold K * mean of the previous L divergences (from token L + 1 on)
+        threshold=[K * sum(d[i - L : i]) / L if i >= L else float("nan") for i in range(n)],
         switch=switch if switch >= 0 else None,
         K=K,
         L=L,
         prompt=tokenizer.decode(ids[0][mask[0].bool()], skip_special_tokens=True),
         text=tokenizer.decode(tokens, skip_special_tokens=True),
-        replaced=int(targets.stats["replaced_tokens"][0])
-        if "replaced_tokens" in targets.stats
-        else None,
-        sampler_d_at_switch=float(targets.stats["d_at_switch"][0]) if switch >= 0 else None,
+        replaced=int(stats["replaced_tokens"][0]) if "replaced_tokens" in stats else None,
+        sampler_d_at_switch=float(stats["d_at_switch"][0]) if switch >= 0 else None,
     )
 
 

@@ -7,8 +7,7 @@ Qwen2.5's vocabulary (151,936) at batch 4 x 512 response positions, forward + ba
     (torch.cuda.max_memory_allocated)
 
 The logits themselves (student, its gradient, teacher) take 3 x 1.2 GB whatever the loss does; the
-question is what the loss adds on top.
-"""
+question is what the loss adds on top."""
 
 from __future__ import annotations
 

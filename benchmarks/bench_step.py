@@ -14,10 +14,8 @@ new tokens, fp32, 2 threads: the shape at which TRL 1.16's GKDTrainer took 0.34 
 step on these machines. With random weights no row ends early (no EOS) and nothing switches
 unless K is small; `--prepared` uses a trained pair and real prompts instead. Every method runs
 `distill.distill` itself, so the numbers are what a run pays. Methods alternate (A B B A ...) and
-the first steps of each repeat are warm-up; medians over the rest. `--teacher-attention
-auto,sdpa` times each method with the teacher's attention as a run has it and with SDPA, side by
-side.
-"""
+the first steps of each repeat are warm-up; medians over the rest. `--teacher-attention auto,sdpa`
+times each method with the teacher's attention as a run has it and with SDPA, side by side. """
 
 from __future__ import annotations
 

@@ -113,8 +113,7 @@ ORDER = [
 
 def test_imports_point_one_way():
     """losses -> config -> data -> models -> sampler -> distill -> evaluate -> results -> run ->
-    pipeline: a
-    module imports only modules before it (at the top or inside a function)."""
+    pipeline: a module imports only modules before it (at the top or inside a function)."""
     assert sorted(ORDER) == sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
     for name in ORDER:
         tree = ast.parse((PACKAGE / f"{name}.py").read_text())

@@ -506,9 +506,8 @@ def test_top_p_by_top_k_equals_the_full_sort(vocab, temperature, top_p):
 
 def test_draft_length_maximises_tokens_per_cost():
     """Known values of the rule: a draft that is always kept grows to the limit, one never kept
-    stays
-    one token; a batch whose rows keep 90 % of their drafts drafts 7 (not 1, as a rule that shrinks
-    at any rejection in the batch would give), 50 % drafts 2."""
+    stays one token; a batch whose rows keep 90 % of their drafts drafts 7 (not 1, as a rule that
+    shrinks at any rejection in the batch would give), 50 % drafts 2."""
     from adaswitch_lib.sampler import draft_length
 
     assert draft_length(1.0, 3.0, 32) == 32
@@ -527,9 +526,8 @@ def test_draft_verify_rows_leave_when_finished_and_change_nothing(
     pair, monkeypatch, method, continuation
 ):
     """The draft -> verify engine lets finished rows go from both models (SKD, AdaSwitch's exploring
-    and
-    lock-step rounds, speculative continuation): every token, statistic and kept logit is what the
-    engine writes when it keeps every row to the end."""
+    and lock-step rounds, speculative continuation): every token, statistic and kept logit is what
+    the engine writes when it keeps every row to the end."""
     from adaswitch_lib import decoding, sampler
 
     held = []
