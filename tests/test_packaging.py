@@ -40,3 +40,22 @@ def test_run_all_help_and_bad_option():
     assert help_text.returncode == 0 and "--profile NAME" in help_text.stdout
     bad = subprocess.run(["bash", ROOT / "run_all.sh", "--fast"], capture_output=True, text=True)
     assert bad.returncode == 2 and re.search(r"unknown option '--fast'.*--help", bad.stderr)
+
+
+def test_readme_stays_a_front_door_and_its_figures_match_the_kit():
+    """The README is short, and the few numbers it states outside the generated block are the
+    kit's own: the torch pin run_all.sh bootstraps, the cpu budget the gallery checks, cpu-full's
+    seeds (measurements live in docs/)."""
+    import inspect
+
+    from adaswitch_lib.config import get_profile
+    from adaswitch_lib.gallery import budget_line
+
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    torch_pin = re.search(r"torch==[\d.]+", (ROOT / "run_all.sh").read_text()).group(0)
+    assert f"`{torch_pin}`" in readme
+    target = inspect.signature(budget_line).parameters["target_min"].default
+    assert f"{target:.0f} min target from scratch on 2 cores" in readme
+    seeds = len(get_profile("cpu-full").seeds)
+    assert f"every figure grid in full, {seeds} seeds" in readme
