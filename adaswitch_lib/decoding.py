@@ -7,6 +7,7 @@ different amounts, and the per-row bookkeeping of a rollout.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -224,6 +225,12 @@ def sample_from_probs(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tenso
     return _sample(probs, uniform)
 
 
+def cache_argument(model) -> str:
+    """The name a model's forward takes its KV cache by: `cache` from transformers 5 on
+    (`past_key_values` is deprecated there), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class Decoder:
     """One model's KV cache over a left-padded batch. Position ids come from the attention mask (a
     hand-written loop must supply them, `generate` would derive them itself). Rows may advance by
@@ -232,7 +239,9 @@ class Decoder:
     them)."""
 
     def __init__(self, model, ids, mask, vocab: int, max_new_tokens: int):
-        self.model, self.vocab, self.cache = model, vocab, DynamicCache()
+        self.model, self.vocab = model, vocab
+        self.cache = DynamicCache()
+        self.cache_kwargs = {cache_argument(model): self.cache}
         # one mask with room for the new slots, sliced per step (no concatenation per token)
         self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], 2 * max_new_tokens + 16)], dim=1)
         self.width = mask.shape[1]
@@ -242,9 +251,9 @@ class Decoder:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,
+            **self.cache_kwargs,
         )
         self.next_logits = out.logits[:, -1, :vocab]
 
@@ -262,9 +271,9 @@ class Decoder:
             input_ids=tokens,
             attention_mask=self.mask[:, : self.width],
             position_ids=positions,
-            past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=0 if all_logits else 1,
+            **self.cache_kwargs,
         )
         self.next_position = self.next_position + k
         logits = out.logits[..., : self.vocab]

@@ -7,6 +7,7 @@ output kept, and the validation loss of Figures 5/8 (D against the teacher on re
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,32 @@ class Evaluation:
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def _only(config, model):
+    """`generate` with `config` alone: transformers fills every field a passed config leaves unset
+    from the model's own generation_config, which a checkpoint may ship with sampling flags or a
+    repetition penalty, so the model's is swapped out meanwhile."""
+    shipped = model.generation_config
+    model.generation_config = config
+    try:
+        yield
+    finally:
+        model.generation_config = shipped
+
+
+def greedy_config(tokenizer, max_new_tokens: int):
+    """Plain greedy decoding up to the tokenizer's EOS."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def generate(
     model,
     tokenizer,
@@ -51,18 +78,14 @@ def generate(
     was_training = model.training
     model.eval()
     responses = []
+    config = greedy_config(tokenizer, max_new_tokens)
     prompts = tokenize_prompts(tokenizer, examples, max_prompt_tokens, style)
     for start in range(0, len(prompts), batch_size):
         ids, mask = left_pad(prompts[start : start + batch_size], tokenizer.pad_token_id, device)
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            synced_gpus=synced,
-        )
+        with _only(config, model):
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, generation_config=config, synced_gpus=synced
+            )
         responses += tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
     model.train(was_training)
     return responses

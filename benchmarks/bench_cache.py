@@ -23,6 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_sampler import build  # noqa: E402  (the same shape-spec models, head scale 1)
 
+from adaswitch_lib.decoding import cache_argument  # noqa: E402
+
 
 def decode_seconds(
     model, kind: str, batch: int, prompt: int, steps: int, vocab: int, device
@@ -38,14 +40,15 @@ def decode_seconds(
     cache = (
         StaticCache(config=model.config, max_cache_len=prompt + steps) if static else DynamicCache()
     )
+    named = {cache_argument(model): cache}
     with torch.no_grad():
         extra = dict(cache_position=torch.arange(prompt, device=device)) if static else {}
         model(
             input_ids=ids[:, :prompt],
             attention_mask=mask[:, :prompt],
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **named,
             **extra,
         )
         if device.type == "cuda":
@@ -57,9 +60,9 @@ def decode_seconds(
                 input_ids=ids[:, i : i + 1],
                 attention_mask=mask[:, : i + 1],
                 position_ids=torch.full((batch, 1), i, device=device),
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **named,
                 **extra,
             )
         if device.type == "cuda":

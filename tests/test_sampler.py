@@ -1,4 +1,5 @@
 import dataclasses
+import inspect
 import math
 
 import pytest
@@ -637,3 +638,18 @@ def test_finished_rows_leave_the_batch_and_change_nothing(pair, monkeypatch):
         n = int(alone.stats["response_length"][0])
         assert int(batch.stats["response_length"][row]) == n
         assert torch.equal(alone.responses[0, :n], batch.responses[row, :n]), row
+
+
+def test_samplers_pass_the_cache_by_the_name_the_model_takes(pair, recwarn):
+    """transformers 5 takes the KV cache as `cache` and warns on `past_key_values` (removed in
+    5.40): the samplers use whichever name the model's forward has."""
+    student, teacher = pair
+    cfg = SamplerConfig(max_new_tokens=6, adaswitch_k=1.2, adaswitch_window=2, eos_token_id=EOS)
+    for method in ("student", "skd", "adaswitch"):
+        run(method, pair, cfg)
+    deprecated = [w for w in recwarn if "past_key_values" in str(w.message)]
+    assert not deprecated, deprecated[0].message
+    from adaswitch_lib.decoding import cache_argument
+
+    names = inspect.signature(student.forward).parameters
+    assert cache_argument(student) == ("cache" if "cache" in names else "past_key_values")

@@ -1,0 +1,53 @@
+"""Evaluation decodes greedily, whatever generation settings a checkpoint ships with."""
+
+import torch
+
+from adaswitch_lib import models
+from adaswitch_lib.config import TinyShape, get_profile
+from adaswitch_lib.data import (
+    format_completion,
+    format_prompt,
+    left_pad,
+    load_task,
+    tokenize_prompts,
+)
+from adaswitch_lib.evaluate import generate
+
+
+def _tiny():
+    synth = get_profile("smoke").synth
+    train = load_task("synth_gsm", "train", synth_config=synth)[:200]
+    tokenizer = models.train_tokenizer(
+        [format_prompt(e) + format_completion(e) for e in train], 256
+    )
+    model = models.tiny_model("tiny-qwen", TinyShape(1, 32, 2, 1, 64), tokenizer, 0.0, seed=0)
+    return model.eval(), tokenizer, load_task("synth_gsm", "test", synth_config=synth)[:4]
+
+
+@torch.no_grad()
+def _argmax_loop(model, tokenizer, examples, new_tokens: int) -> list[str]:
+    """Greedy decoding by hand: the whole sequence through the model at each step."""
+    ids, mask = left_pad(tokenize_prompts(tokenizer, examples, 96), tokenizer.pad_token_id)
+    out, done = [], torch.zeros(len(ids), dtype=torch.bool)
+    for _ in range(new_tokens):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
+        token = torch.where(done, tokenizer.pad_token_id, logits.argmax(-1))
+        done |= token == tokenizer.eos_token_id
+        out.append(token)
+        ids, mask = (
+            torch.cat([ids, token[:, None]], 1),
+            torch.cat([mask, (~done | (token == tokenizer.eos_token_id)).long()[:, None]], 1),
+        )
+    return tokenizer.batch_decode(torch.stack(out, 1), skip_special_tokens=True)
+
+
+def test_evaluation_is_greedy_whatever_the_checkpoint_ships():
+    model, tokenizer, examples = _tiny()
+    greedy = generate(model, tokenizer, examples, 12, max_prompt_tokens=96)
+    assert greedy == _argmax_loop(model, tokenizer, examples, 12)
+    # a checkpoint may ship sampling settings and penalties; evaluation ignores them
+    shipped = model.generation_config
+    shipped.repetition_penalty, shipped.no_repeat_ngram_size = 50.0, 1
+    shipped.do_sample, shipped.temperature, shipped.top_k = True, 5.0, 3
+    assert generate(model, tokenizer, examples, 12, max_prompt_tokens=96) == greedy
