@@ -59,3 +59,10 @@ def test_readme_stays_a_front_door_and_its_figures_match_the_kit():
     assert f"{target:.0f} min target from scratch on 2 cores" in readme
     seeds = len(get_profile("cpu-full").seeds)
     assert f"every figure grid in full, {seeds} seeds" in readme
+
+
+def test_transformers_range_is_the_tested_one():
+    """4.46 does not run the kit (no set_attn_implementation); 5.40 drops what 5.x deprecates."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    req = next(d for d in project["project"]["dependencies"] if d.startswith("transformers"))
+    assert req == "transformers>=4.57,<5.40"
