@@ -51,6 +51,17 @@ def device_and_dtype(
     return device, getattr(torch, dtype)
 
 
+def training_autocast(device, train_bf16: bool = False, bf16_supported: bool | None = None):
+    """The autocast dtype a fine-tuning step runs its forward in, over fp32 master weights: bf16 on
+    CUDA GPUs that have it, fp16 (with a gradient scaler) on those that do not (Colab's T4), bf16 on
+    CPU when `train_bf16` asks for it, else None (plain fp32). `bf16_supported` fakes the GPU's
+    answer in tests."""
+    if torch.device(device).type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+        return torch.bfloat16 if bf16 else torch.float16
+    return torch.bfloat16 if train_bf16 else None
+
+
 def load_model(
     name_or_path: str, dtype: str = "auto", device: str | None = None, revision: str | None = None
 ):

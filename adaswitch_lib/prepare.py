@@ -71,10 +71,11 @@ def response_nll(model, batch, normaliser: float = 1.0) -> tuple[torch.Tensor, i
 
 
 def sft_backward(
-    model, batch, pad_token_id: int, length_groups: int = 1, bf16: bool = False
+    model, batch, pad_token_id: int, length_groups: int = 1, autocast=None, scaler=None
 ) -> torch.Tensor:
     """Gradients of the batch's mean response-token loss, accumulated over length-sorted groups;
-    returns the loss (detached)."""
+    returns the loss (detached). `autocast`: the forward's dtype over fp32 weights (None: fp32);
+    `scaler`: fp16's gradient scaler."""
     device = next(model.parameters()).device
     groups = [
         collate(group, pad_token_id, device) for group in length_sorted_groups(batch, length_groups)
@@ -82,9 +83,11 @@ def sft_backward(
     tokens = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in groups)
     loss = torch.zeros((), device=device)
     for group in groups:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(
+            device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
+        ):
             part, _ = response_nll(model, group, max(tokens, 1))
-        part.backward()
+        (scaler.scale(part) if scaler is not None else part).backward()
         loss += part.detach()
     return loss
 
@@ -124,6 +127,18 @@ def _sft_optimizer(model, lr: float, steps: int, warmup_ratio: float):
     return optimizer, get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
 
 
+def _optimizer_step(model, optimizer, schedule, scaler=None) -> None:
+    """Clip at 1.0 and step (through fp16's gradient scaler when there is one)."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if scaler is not None:
+        scaler.step(optimizer), scaler.update()
+    else:
+        optimizer.step()
+    schedule.step(), optimizer.zero_grad(set_to_none=True)
+
+
 class BestWeights:
     """The weights with the lowest validation loss so far (paper §3.3 keeps the best checkpoint)."""
 
@@ -154,18 +169,27 @@ def supervised_finetune(
     eval_every: int = 0,
     seed: int = 0,
     log_every: int = 50,
-    bf16: bool = False,
+    autocast=None,
     attention: str | None = None,
     length_groups: int = 1,
 ) -> dict:
     """AdamW + linear warm-up and cosine decay; loss on response tokens. Keeps the weights with the
-    lowest validation NLL (paper §3.3). Returns the history.
+    lowest validation NLL (paper §3.3). Returns the history. The model's weights must be fp32 (the
+    master copy: AdamW's small steps round away in bf16 weights); `autocast` sets the forward's
+    dtype (`models.training_autocast`), fp16 with a gradient scaler.
     `attention`: the attention implementation to train with (the model's own is restored after);
     `length_groups`: each batch computed as this many length-sorted groups (the same gradient up to
     rounding, less padding)."""
     own_attention = model.config._attn_implementation
     model.set_attn_implementation(attention or own_attention)
+    if next(model.parameters()).dtype != torch.float32:
+        raise ValueError("supervised_finetune needs fp32 master weights; load the model in float32")
     optimizer, schedule = _sft_optimizer(model, lr, steps, warmup_ratio)
+    scaler = (
+        torch.amp.GradScaler(next(model.parameters()).device.type)
+        if autocast == torch.float16
+        else None
+    )
     order = EpochOrder(len(train_pairs), random.Random(seed))
     eval_every = eval_every or max(1, steps // 5)
     best = BestWeights(model, validation_nll(model, val_pairs, pad_token_id))
@@ -174,9 +198,8 @@ def supervised_finetune(
     start = time.perf_counter()
     for step in range(1, steps + 1):
         batch = [train_pairs[i] for i in order.next_batch(batch_size)]
-        loss = sft_backward(model, batch, pad_token_id, length_groups, bf16)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
+        loss = sft_backward(model, batch, pad_token_id, length_groups, autocast, scaler)
+        _optimizer_step(model, optimizer, schedule, scaler)
         history["train_loss"].append(loss.item())
         if step % log_every == 0:
             elapsed = time.perf_counter() - start
@@ -263,8 +286,9 @@ def _initial_models(profile: Profile, pair: str, train, device, teacher_id=None,
         return tokenizer, teacher.to(device), student.to(device)
     ids = models.hub_ids(pair, profile.instruct)
     tokenizer = models.load_tokenizer(student_id or ids[1])
-    teacher = models.load_model(teacher_id or ids[0], profile.dtype)
-    return tokenizer, teacher, models.load_model(student_id or ids[1], profile.dtype)
+    # fp32 master weights for fine-tuning; the teacher teaches in the profile's dtype afterwards
+    teacher = models.load_model(teacher_id or ids[0], "float32", device)
+    return tokenizer, teacher, models.load_model(student_id or ids[1], "float32", device)
 
 
 def _train_pair(
@@ -286,7 +310,7 @@ def _train_pair(
     common = dict(
         pad_token_id=pad_token_id,
         warmup_ratio=profile.warmup_ratio,
-        bf16=profile.train_bf16,
+        autocast=models.training_autocast(device, profile.train_bf16),
         length_groups=profile.length_groups,
     )
     report = dict(

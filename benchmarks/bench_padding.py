@@ -93,7 +93,13 @@ def main() -> None:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=profile.train_bf16):
                     sft_model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             else:
-                sft_backward(sft_model, batch, tokenizer.pad_token_id, groups, profile.train_bf16)
+                sft_backward(
+                    sft_model,
+                    batch,
+                    tokenizer.pad_token_id,
+                    groups,
+                    models.training_autocast("cpu", profile.train_bf16),
+                )
             sft_model.zero_grad(set_to_none=True)
         return (time.perf_counter() - start) / len(batches)
 

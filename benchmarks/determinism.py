@@ -70,7 +70,7 @@ def child(task: str, steps: int, threads: int, bf16: bool) -> dict:
         profile.warmup_ratio,
         eval_every=steps,
         log_every=10**9,
-        bf16=bf16,
+        autocast=models.training_autocast("cpu", bf16),
         attention=sft_attention("cpu"),
         length_groups=profile.length_groups,
     )

@@ -1,4 +1,5 @@
 import json
+import math
 import types
 
 import pytest
@@ -331,3 +332,77 @@ def test_bf16_models_on_cpu_decode_with_short_query_attention(tmp_path, tokenize
                 for dec in decoders
             ]
             torch.testing.assert_close(logits[0], logits[1], atol=0.05, rtol=0.05)
+
+
+def _changed_share(before: dict, model) -> float:
+    """The share of non-embedding weights a training run changed."""
+    changed = total = 0
+    for name, value in model.state_dict().items():
+        if "embed" in name or "lm_head" in name:
+            continue
+        changed += int((value.float() != before[name].float()).sum())
+        total += value.numel()
+    return changed / total
+
+
+def test_fine_tuning_keeps_fp32_master_weights(tmp_path, tokenizer):
+    """A Hub-style checkpoint under a bf16 profile is fine-tuned over fp32 master weights with a
+    bf16 forward: a few lr-1e-5 steps change (nearly) every weight, as fp32 training does, where
+    pure-bf16 AdamW rounds most updates away."""
+    folder, student_folder = tmp_path / "teacher", tmp_path / "student"
+    models.tiny_model("tiny-qwen", SMOKE.teacher_shape, tokenizer, seed=3).save_pretrained(folder)
+    models.save_tokenizer(tokenizer, student_folder)  # the Hub path reads the student's tokenizer
+    models.tiny_model("tiny-qwen", SMOKE.student_shape, tokenizer, seed=4).save_pretrained(
+        student_folder
+    )
+    profile = get_profile("smoke", dtype="bfloat16", train_bf16=True)
+    train_examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)[:48]
+    _, teacher, _ = train._initial_models(
+        profile, "qwen", train_examples, "cpu", str(folder), str(student_folder)
+    )
+    assert next(teacher.parameters()).dtype == torch.float32
+    pairs = [
+        (tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"])
+        for e in train_examples
+    ]
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    autocast = models.training_autocast("cpu", profile.train_bf16)
+    train.supervised_finetune(
+        teacher,
+        pairs[:40],
+        pairs[40:],
+        4,
+        1e-5,
+        8,
+        tokenizer.pad_token_id,
+        warmup_ratio=0.0,
+        eval_every=100,
+        autocast=autocast,
+    )
+    assert _changed_share(before, teacher) > 0.95
+    # fp16's route (GPUs without bf16, such as Colab's T4): a gradient scaler over the fp32 weights
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    history = train.supervised_finetune(
+        teacher,
+        pairs[:40],
+        pairs[40:],
+        4,
+        1e-5,
+        8,
+        tokenizer.pad_token_id,
+        warmup_ratio=0.0,
+        eval_every=100,
+        autocast=torch.float16,
+    )
+    assert _changed_share(before, teacher) > 0.95 and math.isfinite(history["best_val_loss"])
+    with pytest.raises(ValueError, match="fp32 master weights"):
+        train.supervised_finetune(teacher.to(torch.bfloat16), pairs[:40], pairs[40:], 1, 1e-5, 8, 0)
+
+
+def test_training_autocast_per_device():
+    assert models.training_autocast("cuda", bf16_supported=True) == torch.bfloat16
+    assert (
+        models.training_autocast("cuda", bf16_supported=False) == torch.float16
+    )  # T4: fp16 + scaler
+    assert models.training_autocast("cpu", train_bf16=True) == torch.bfloat16
+    assert models.training_autocast("cpu") is None
