@@ -69,7 +69,11 @@ class SamplerConfig:
     keep_teacher_logits: bool = _field(
         False, "return the teacher's response logits (SKD, AdaSwitch) for the loss"
     )
-    eos_token_id: int | None = _field(None, "a row ends at this token (None: at max_new_tokens)")
+    eos_token_id: int | tuple | None = _field(
+        None,
+        "a row ends at this token, or at any of these (every EOS id of the model's generation "
+        "config, e.g. Qwen-Instruct's <|im_end|> and <|endoftext|>); None: at max_new_tokens",
+    )
     pad_token_id: int = _field(0, "what a finished row writes")
     vocab_size: int | None = _field(
         None, "the tokenizer's length; logits past it (padding rows) are dropped"
@@ -77,6 +81,8 @@ class SamplerConfig:
 
     def __post_init__(self):
         _check_range("max_new_tokens", self.max_new_tokens, low=1)
+        for eos in () if self.eos_token_id is None else _as_tuple(self.eos_token_id):
+            _check_range("eos_token_id", eos, low=0)
         for name in ("student_temperature", "teacher_temperature", "adaswitch_floor"):
             _check_range(name, getattr(self, name), low=0)
         for name in ("student_top_p", "teacher_top_p", "skd_top_p"):
@@ -90,6 +96,19 @@ class SamplerConfig:
         _check_name("skd_rule", self.skd_rule, SKD_RULES)
         _check_name("teacher_continuation", self.teacher_continuation, CONTINUATIONS)
         _check_name("continuation_draft", self.continuation_draft, ("teacher_warp", "student_warp"))
+
+
+def _as_tuple(ids) -> tuple:
+    return (ids,) if isinstance(ids, int) else tuple(ids)
+
+
+def is_eos(tokens: torch.Tensor, cfg: SamplerConfig) -> torch.Tensor:
+    """Which tokens end a row: any of the config's EOS ids (none when it has none)."""
+    if cfg.eos_token_id is None:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    if isinstance(cfg.eos_token_id, int):
+        return tokens == cfg.eos_token_id
+    return torch.isin(tokens, torch.tensor(cfg.eos_token_id, device=tokens.device))
 
 
 @dataclass
@@ -359,8 +378,7 @@ class Rollout:
                 )
             rows, k = written.nonzero(as_tuple=True)
             self.teacher_logits[rows, position[rows] + k] = teacher_logits[rows, k]
-        if self.cfg.eos_token_id is not None:
-            self.finished |= (written & (tokens == self.cfg.eos_token_id)).any(-1)
+        self.finished |= (written & is_eos(tokens, self.cfg)).any(-1)
         self.length = max(self.length, int((position + count).max()))
 
     def append(
@@ -375,8 +393,7 @@ class Rollout:
                     y.shape[0], self.cfg.max_new_tokens, teacher_logits.shape[-1]
                 )
             self.teacher_logits[:, j] = teacher_logits
-        if self.cfg.eos_token_id is not None:
-            self.finished = self.finished | (y == self.cfg.eos_token_id)
+        self.finished = self.finished | is_eos(y, self.cfg)
         self.length = j + 1
         return y
 
@@ -385,8 +402,8 @@ class Rollout:
         tokens = self.tokens[:, :n]
         response_mask = torch.ones_like(tokens)
         if self.cfg.eos_token_id is not None:  # 1 up to and including the first EOS
-            is_eos = (tokens == self.cfg.eos_token_id).long()
-            response_mask = ((is_eos.cumsum(-1) - is_eos) == 0).long()
+            eos = is_eos(tokens, self.cfg).long()
+            response_mask = ((eos.cumsum(-1) - eos) == 0).long()
         lengths = response_mask.sum(-1)
         switched = self.switch_at >= 0
         stats = dict(response_length=lengths)

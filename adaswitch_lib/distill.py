@@ -29,6 +29,7 @@ from adaswitch_lib.decoding import length_groups
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.losses import distill_loss, nll_loss, position_weights
 from adaswitch_lib.methods import EARLY_METHODS, get_method
+from adaswitch_lib.models import stop_token_ids
 from adaswitch_lib.sampler import SamplerConfig, Targets, shared_vocab_size
 from adaswitch_lib.targets import Pair, build_targets, imitkd_beta, sampler_config, step_noise
 
@@ -404,8 +405,10 @@ def _make_loop(
 ):
     """The run's shared state, the optimiser and its schedule; seeds torch before the optimiser."""
     method = get_method(run.method)
+    keep = method.sampler_keeps_teacher_logits
+    stop = stop_token_ids(tokenizer, student, teacher)
     cfg = sampler_config(
-        run, tokenizer, max_new_tokens, keep_teacher_logits=method.sampler_keeps_teacher_logits
+        run, tokenizer, max_new_tokens, keep_teacher_logits=keep, eos_token_id=stop
     )
     vocab = shared_vocab_size(student, teacher, len(tokenizer))
     teacher = teacher.to(accelerator.device).eval().requires_grad_(False)

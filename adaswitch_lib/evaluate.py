@@ -23,6 +23,7 @@ from adaswitch_lib.data import (
     tokenize_prompts,
 )
 from adaswitch_lib.distill import response_logits, target_loss
+from adaswitch_lib.models import stop_token_ids
 from adaswitch_lib.targets import ground_truth_targets
 
 
@@ -48,15 +49,15 @@ def _only(config, model):
         model.generation_config = shipped
 
 
-def greedy_config(tokenizer, max_new_tokens: int):
-    """Plain greedy decoding up to the tokenizer's EOS."""
+def greedy_config(tokenizer, max_new_tokens: int, eos_token_id=None):
+    """Plain greedy decoding up to the tokenizer's EOS, or any of `eos_token_id`."""
     from transformers import GenerationConfig
 
     return GenerationConfig(
         do_sample=False,
         num_beams=1,
         max_new_tokens=max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id if eos_token_id is None else eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
 
@@ -78,7 +79,7 @@ def generate(
     was_training = model.training
     model.eval()
     responses = []
-    config = greedy_config(tokenizer, max_new_tokens)
+    config = greedy_config(tokenizer, max_new_tokens, stop_token_ids(tokenizer, model))
     prompts = tokenize_prompts(tokenizer, examples, max_prompt_tokens, style)
     for start in range(0, len(prompts), batch_size):
         ids, mask = left_pad(prompts[start : start + batch_size], tokenizer.pad_token_id, device)

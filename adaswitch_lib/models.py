@@ -51,6 +51,19 @@ def device_and_dtype(
     return device, getattr(torch, dtype)
 
 
+def stop_token_ids(tokenizer, *models) -> int | tuple[int, ...]:
+    """Every id that ends a response: the tokenizer's EOS and each model's generation-config EOS
+    ids (Qwen2.5-Instruct ends a turn with <|im_end|>, its base text with <|endoftext|>). One id
+    stays an int."""
+    ids = {tokenizer.eos_token_id}
+    for model in models:
+        shipped = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids |= set([shipped] if isinstance(shipped, int) else shipped or [])
+    ids.discard(None)
+    ordered = tuple(sorted(ids))
+    return ordered[0] if len(ordered) == 1 else ordered
+
+
 def training_autocast(device, train_bf16: bool = False, bf16_supported: bool | None = None):
     """The autocast dtype a fine-tuning step runs its forward in, over fp32 master weights: bf16 on
     CUDA GPUs that have it, fp16 (with a gradient scaler) on those that do not (Colab's T4), bf16 on

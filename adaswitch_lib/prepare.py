@@ -442,7 +442,7 @@ def seqkd_pairs(
             max_new_tokens=max_new_tokens,
             teacher_temperature=profile.teacher_temperature,
             teacher_top_p=profile.teacher_top_p,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=models.stop_token_ids(tokenizer, teacher),
             pad_token_id=tokenizer.pad_token_id,
             vocab_size=len(tokenizer),
         )

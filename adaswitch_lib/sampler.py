@@ -40,6 +40,7 @@ from adaswitch_lib.decoding import (
     Rollout,
     SamplerConfig,
     Targets,
+    is_eos,
     sample_from_logits,
     sample_from_probs,
     shared_vocab_size,
@@ -251,10 +252,7 @@ def _first_stops(r: _Round, replace, cfg: SamplerConfig):
     """Per row: the draft where it stops (the first replaced draft, EOS, or the end of the
     response), whether a replacing token is written there, and how many tokens it writes."""
     rows = torch.arange(r.chunk.shape[0], device=r.chunk.device)
-    is_eos = (
-        r.chunk == cfg.eos_token_id if cfg.eos_token_id is not None else torch.zeros_like(replace)
-    )
-    stop = replace | is_eos | ~r.in_range
+    stop = replace | is_eos(r.chunk, cfg) | ~r.in_range
     first = torch.where(stop.any(1), stop.long().argmax(1), r.gamma)
     at = first.clamp(max=r.gamma - 1)
     inside = (first < r.gamma) & r.in_range[rows, at]

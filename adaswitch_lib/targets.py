@@ -21,9 +21,14 @@ Pair = tuple[list[int], list[int]]  # (prompt ids, response ids ending in EOS)
 
 
 def sampler_config(
-    run: RunConfig, tokenizer, max_new_tokens: int, keep_teacher_logits: bool = False
+    run: RunConfig,
+    tokenizer,
+    max_new_tokens: int,
+    keep_teacher_logits: bool = False,
+    eos_token_id: int | tuple | None = None,
 ) -> SamplerConfig:
-    """The sampler settings of a run: the profile's temperatures, the method's knobs."""
+    """The sampler settings of a run: the profile's temperatures, the method's knobs; rows end at
+    `eos_token_id` (`models.stop_token_ids`), by default the tokenizer's EOS."""
     p = run.profile
     return SamplerConfig(
         max_new_tokens=max_new_tokens,
@@ -42,7 +47,7 @@ def sampler_config(
         skd_top_p=run.skd_top_p,
         teacher_continuation=run.teacher_continuation,
         keep_teacher_logits=keep_teacher_logits,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id if eos_token_id is None else eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         vocab_size=len(tokenizer),
     )

@@ -22,6 +22,7 @@ import torch
 from adaswitch_lib.config import RunConfig, get_profile
 from adaswitch_lib.data import left_pad, load_profile_task, token_limits, tokenize_prompts
 from adaswitch_lib.losses import position_divergence
+from adaswitch_lib.models import stop_token_ids
 from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, pair_folder_if_ready, prepare_pair
 from adaswitch_lib.sampler import sample_targets, shared_vocab_size
 from adaswitch_lib.targets import sampler_config
@@ -54,7 +55,9 @@ def _one_target(
     max_prompt, max_new = token_limits(profile, run.task)
     ids, mask = left_pad(tokenize_prompts(tokenizer, [example], max_prompt), tokenizer.pad_token_id)
     sampler = {"adaswitch": "adaswitch", "skd": "skd"}.get(method, "student")
-    cfg = sampler_config(run, tokenizer, max_new)
+    cfg = sampler_config(
+        run, tokenizer, max_new, eos_token_id=stop_token_ids(tokenizer, student, teacher)
+    )
     generator = torch.Generator().manual_seed(seed)
     return ids, mask, sample_targets(sampler, student, teacher, ids, mask, cfg, generator)
 

@@ -25,7 +25,7 @@ def _tiny():
 
 
 @torch.no_grad()
-def _argmax_loop(model, tokenizer, examples, new_tokens: int) -> list[str]:
+def _argmax_ids(model, tokenizer, examples, new_tokens: int) -> torch.Tensor:
     """Greedy decoding by hand: the whole sequence through the model at each step."""
     ids, mask = left_pad(tokenize_prompts(tokenizer, examples, 96), tokenizer.pad_token_id)
     out, done = [], torch.zeros(len(ids), dtype=torch.bool)
@@ -39,7 +39,12 @@ def _argmax_loop(model, tokenizer, examples, new_tokens: int) -> list[str]:
             torch.cat([ids, token[:, None]], 1),
             torch.cat([mask, (~done | (token == tokenizer.eos_token_id)).long()[:, None]], 1),
         )
-    return tokenizer.batch_decode(torch.stack(out, 1), skip_special_tokens=True)
+    return torch.stack(out, 1)
+
+
+def _argmax_loop(model, tokenizer, examples, new_tokens: int) -> list[str]:
+    ids = _argmax_ids(model, tokenizer, examples, new_tokens)
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
 def test_evaluation_is_greedy_whatever_the_checkpoint_ships():
@@ -51,3 +56,19 @@ def test_evaluation_is_greedy_whatever_the_checkpoint_ships():
     shipped.repetition_penalty, shipped.no_repeat_ngram_size = 50.0, 1
     shipped.do_sample, shipped.temperature, shipped.top_k = True, 5.0, 3
     assert generate(model, tokenizer, examples, 12, max_prompt_tokens=96) == greedy
+
+
+def test_evaluation_stops_at_every_eos_id_the_model_names():
+    """A checkpoint's generation config may name several EOS ids (Qwen2.5-Instruct ends a turn with
+    <|im_end|>): evaluation stops at each of them, as well as at the tokenizer's."""
+    model, tokenizer, examples = _tiny()
+    ids = _argmax_ids(model, tokenizer, examples, 12)
+    second = int(ids[0, 3])  # a token the first answer writes, made an EOS id
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, second]
+    stopped = generate(model, tokenizer, examples, 12, max_prompt_tokens=96)
+    for row, text in zip(ids.tolist(), stopped):
+        cut = next(
+            (i + 1 for i, t in enumerate(row) if t in (tokenizer.eos_token_id, second)), len(row)
+        )
+        assert text == tokenizer.decode(row[:cut], skip_special_tokens=True)
+    assert len(stopped[0]) < len(tokenizer.decode(ids[0], skip_special_tokens=True))

@@ -653,3 +653,37 @@ def test_samplers_pass_the_cache_by_the_name_the_model_takes(pair, recwarn):
 
     names = inspect.signature(student.forward).parameters
     assert cache_argument(student) == ("cache" if "cache" in names else "past_key_values")
+
+
+@pytest.mark.parametrize(
+    "method", ["student", "teacher", "skd", "adaswitch", "adaswitch_reference"]
+)
+def test_rows_stop_at_any_of_several_eos_ids(pair, method):
+    """A model may end a response with any of several ids (Qwen2.5-Instruct: <|im_end|> and
+    <|endoftext|>): given a second EOS id, every row ends at its first occurrence of either."""
+    base = dict(max_new_tokens=16, adaswitch_k=1.05, adaswitch_window=2, draft_chunk=4)
+    greedy = dict(student_temperature=0.0, teacher_temperature=0.0)
+    free = run(method, pair, SamplerConfig(**base, **greedy, eos_token_id=EOS))
+    # a token every row writes late enough to cut responses short, and not the first EOS
+    written = free.responses[0][free.response_mask[0].bool()].tolist()
+    second = next(t for t in written[2:] if t != EOS)
+    stopped = run(method, pair, SamplerConfig(**base, **greedy, eos_token_id=(EOS, second)))
+    for row in range(free.responses.shape[0]):
+        full = free.responses[row][free.response_mask[row].bool()].tolist()
+        cut = next((i + 1 for i, t in enumerate(full) if t in (EOS, second)), len(full))
+        assert stopped.responses[row][stopped.response_mask[row].bool()].tolist() == full[:cut]
+    assert int(stopped.response_mask[0].sum()) < int(free.response_mask[0].sum())
+
+
+def test_stop_token_ids_join_the_tokenizer_and_the_generation_config(pair):
+    import types
+
+    from adaswitch_lib.models import stop_token_ids
+
+    student, teacher = pair
+    tokenizer = types.SimpleNamespace(eos_token_id=EOS)
+    student.generation_config.eos_token_id, teacher.generation_config.eos_token_id = None, None
+    assert stop_token_ids(tokenizer, student) == EOS  # one id stays an int
+    teacher.generation_config.eos_token_id = [7, EOS]
+    assert stop_token_ids(tokenizer, student, teacher) == (EOS, 7)
+    teacher.generation_config.eos_token_id = None
