@@ -20,7 +20,7 @@ from pathlib import Path
 
 from adaswitch_lib import metrics, synth
 from adaswitch_lib.config import TASKS, Profile, SynthConfig, _check_name
-from adaswitch_lib.errors import DataUnavailableError, hub_unreachable
+from adaswitch_lib.errors import ConfigError, DataUnavailableError, hub_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -271,19 +271,61 @@ def token_limits(profile: Profile, task: str) -> tuple[int, int]:
     return profile.max_prompt_tokens_summ, profile.max_new_tokens_summ
 
 
+def _token_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _cut_in_the_middle(tokenizer, example, style: str, limit: int, bos: list[int]) -> list[int]:
+    """A prompt over `limit` tokens as the whole prompt's tokens with the middle of its source
+    left out: the header (BOS, "Question:", a chat template's turn markers) and the question's end
+    survive, where a cut from the left would lose them. The kept tokens are the whole prompt's own
+    (character offsets say which tokens cover the source), so no merge at a cut edge changes."""
+    marker = "\x00SOURCE\x00"
+    before = format_prompt(dict(example, source=marker), style, tokenizer).split(marker)[0]
+    start, end = len(before), len(before) + len(example["source"])
+    encoded = tokenizer(
+        format_prompt(example, style, tokenizer),
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+    )
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    first = next(i for i, (_, stop) in enumerate(offsets) if stop > start)
+    last = max(i for i, (begin, _) in enumerate(offsets) if begin < end) + 1
+    head, body, tail = bos + ids[:first], ids[first:last], ids[last:]
+    room = limit - len(head) - len(tail)
+    if room < 2:
+        template = len(head) + len(tail)
+        raise ConfigError(
+            f"max_prompt_tokens = {limit} cannot hold the prompt's template ({template} tokens) "
+            "and some of its text; raise it"
+        )
+    keep = room // 2
+    return head + body[:keep] + body[len(body) - (room - keep) :] + tail
+
+
 def tokenize_prompts(
     tokenizer, examples, max_prompt_tokens: int, style: str = "plain"
 ) -> list[list[int]]:
-    """Prompt token ids, BOS first when the tokenizer has one, keeping the last
-    max_prompt_tokens."""
-    out = []
+    """Prompt token ids, BOS first when the tokenizer has one. A prompt over max_prompt_tokens
+    keeps its template and the start and end of its text, the middle cut (a line says how many)."""
+    bos = (
+        [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and style == "plain" else []
+    )
+    out, cut = [], 0
     for example in examples:
-        ids = tokenizer(format_prompt(example, style, tokenizer), add_special_tokens=False)[
-            "input_ids"
-        ]
-        if tokenizer.bos_token_id is not None and style == "plain":
-            ids = [tokenizer.bos_token_id] + ids
-        out.append(ids[-max_prompt_tokens:])
+        ids = bos + _token_ids(tokenizer, format_prompt(example, style, tokenizer))
+        if len(ids) > max_prompt_tokens:
+            ids, cut = (
+                _cut_in_the_middle(tokenizer, example, style, max_prompt_tokens, bos),
+                cut + 1,
+            )
+        out.append(ids)
+    if cut:
+        print(
+            f"data: {cut} of {len(examples)} prompts over {max_prompt_tokens} tokens: their "
+            "template and the start and end of their text kept, the middle cut",
+            flush=True,
+        )
     return out
 
 

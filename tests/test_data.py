@@ -7,7 +7,7 @@ from rouge_score import rouge_scorer
 
 from adaswitch_lib import metrics
 from adaswitch_lib.config import SynthConfig
-from adaswitch_lib.data import format_completion, format_prompt, load_task, score
+from adaswitch_lib.data import format_completion, format_prompt, load_task, score, tokenize_prompts
 from adaswitch_lib.errors import DataUnavailableError
 from adaswitch_lib.synth import PERTURBATIONS
 
@@ -324,3 +324,39 @@ def test_bad_task_split_and_file():
         load_task("gsm_plus", "train")
     with pytest.raises(DataUnavailableError, match="not found"):
         load_task("gsm8k", "test", path="/nonexistent/test.jsonl")
+
+
+def _real_tokenizer(shared_data, name):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(shared_data / "tokenizers" / name)
+
+
+@pytest.mark.parametrize(
+    "name, style",
+    [("llama-3.2-base", "plain"), ("qwen2.5-base", "plain"), ("qwen2.5-instruct", "chat")],
+)
+def test_long_prompts_keep_their_header_and_end(shared_data, capsys, name, style):
+    """GSM8K test prompts over the paper's 128 tokens lose their middle, never their start: BOS
+    once (Llama), "Question:" or the chat template's header, and the end ("Answer:", or the
+    assistant's turn for -Instruct)."""
+    tokenizer = _real_tokenizer(shared_data, name)
+    examples = load_task("gsm8k", "test", path=shared_data / "gsm8k" / "test.jsonl")
+    ids = tokenize_prompts(tokenizer, examples, 128, style)
+    whole = tokenize_prompts(tokenizer, examples, 10**6, style)
+    long = [i for i, w in enumerate(whole) if len(w) > 128]
+    assert long and all(len(p) <= 128 for p in ids)
+    assert (
+        f"data: {len(long)} of {len(examples)} prompts over 128 tokens" in capsys.readouterr().out
+    )
+    for i in long:
+        text = tokenizer.decode(ids[i])
+        full = tokenizer.decode(whole[i])
+        assert len(ids[i]) == 128 and ids[i][:8] == whole[i][:8] and ids[i][-8:] == whole[i][-8:]
+        assert text.startswith(full[:20]) and text.endswith(full[-20:])
+        if tokenizer.bos_token_id is not None and style == "plain":
+            assert ids[i].count(tokenizer.bos_token_id) == 1 and ids[i][0] == tokenizer.bos_token_id
+    short = [i for i, w in enumerate(whole) if len(w) <= 128]
+    assert all(ids[i] == whole[i] for i in short)  # prompts that fit are untouched
+    end = "<|im_start|>assistant\n" if style == "chat" else "Answer:"
+    assert all(tokenizer.decode(ids[i]).endswith(end) for i in long)
