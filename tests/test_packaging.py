@@ -66,3 +66,10 @@ def test_transformers_range_is_the_tested_one():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     req = next(d for d in project["project"]["dependencies"] if d.startswith("transformers"))
     assert req == "transformers>=4.57,<5.40"
+
+
+def test_readme_layout_lists_every_module():
+    readme = (ROOT / "README.md").read_text()
+    modules = sorted(p.name for p in (ROOT / "adaswitch_lib").glob("*.py") if p.stem != "__init__")
+    missing = [m for m in modules if f"\n  {m} " not in readme]
+    assert not missing, f"README's layout does not list {missing}"
