@@ -264,6 +264,12 @@ def load_profile_task(profile: Profile, task: str, split: str) -> list[dict]:
     return examples
 
 
+def prompt_style(profile: Profile) -> str:
+    """How the profile's prompts are written: "chat" (the tokenizer's chat template) for -Instruct
+    checkpoints, "plain" for base and tiny models."""
+    return "chat" if profile.instruct else "plain"
+
+
 def token_limits(profile: Profile, task: str) -> tuple[int, int]:
     """(max prompt tokens, max new tokens) for the task's kind."""
     if task_kind(task) == "gsm":

@@ -23,6 +23,7 @@ from adaswitch_lib.data import (
     format_completion,
     format_prompt,
     load_profile_task,
+    prompt_style,
     task_kind,
     token_limits,
     tokenize_pairs,
@@ -374,8 +375,9 @@ def prepare_pair(
             profile, pair, train, device, teacher_id, student_id
         )
         models.save_tokenizer(tokenizer, tmp / "tokenizer")
-        train_pairs = tokenize_pairs(tokenizer, train, max_prompt, max_new)
-        val_pairs = tokenize_pairs(tokenizer, val[:512], max_prompt, max_new)
+        style = prompt_style(profile)
+        train_pairs = tokenize_pairs(tokenizer, train, max_prompt, max_new, style)
+        val_pairs = tokenize_pairs(tokenizer, val[:512], max_prompt, max_new, style)
         trained = _train_pair(
             profile,
             pair,
@@ -392,7 +394,7 @@ def prepare_pair(
             model.save_pretrained(tmp / name)
             start = time.perf_counter()
             report[f"{name}_score"] = evaluate(
-                model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size
+                model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size, style
             ).score
             report[f"{name}_eval_seconds"] = time.perf_counter() - start
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2))

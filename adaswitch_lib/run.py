@@ -17,7 +17,13 @@ from pathlib import Path
 
 from adaswitch_lib import models
 from adaswitch_lib.config import Profile, RunConfig, baseline_id, plain, run_id
-from adaswitch_lib.data import ROBUSTNESS_TWIN, load_profile_task, token_limits, tokenize_pairs
+from adaswitch_lib.data import (
+    ROBUSTNESS_TWIN,
+    load_profile_task,
+    prompt_style,
+    token_limits,
+    tokenize_pairs,
+)
 from adaswitch_lib.distill import DistillResult, distill, is_sharded, make_accelerator
 from adaswitch_lib.evaluate import Evaluation, evaluate, validation_divergence
 from adaswitch_lib.methods import get_method
@@ -43,6 +49,7 @@ def final_scores(
             max_new,
             max_prompt,
             profile.eval_batch_size,
+            prompt_style(profile),
             synced=synced,
         )
     return out
@@ -95,13 +102,14 @@ def load_inputs(run: RunConfig, cache_root: Path, accelerator) -> RunInputs:
     teacher, _, tokenizer = load_prepared(pair_folder, profile.dtype, str(accelerator.device))
     student = models.load_model(str(pair_folder / "student"), "float32", str(accelerator.device))
     max_prompt, max_new = token_limits(profile, run.task)
-    kd = tokenize_pairs(tokenizer, load_profile_task(profile, run.task, "kd"), max_prompt, max_new)
-    validation = tokenize_pairs(
-        tokenizer,
-        load_profile_task(profile, run.task, "validation")[: profile.val_loss_examples],
-        max_prompt,
-        max_new,
+    style = prompt_style(profile)
+    kd = tokenize_pairs(
+        tokenizer, load_profile_task(profile, run.task, "kd"), max_prompt, max_new, style
     )
+    validation_examples = load_profile_task(profile, run.task, "validation")[
+        : profile.val_loss_examples
+    ]
+    validation = tokenize_pairs(tokenizer, validation_examples, max_prompt, max_new, style)
     test_subset = load_profile_task(profile, run.task, "test")[: profile.eval_subset]
     teacher_pairs = None
     if get_method(run.method).targets == "teacher_samples":
@@ -151,6 +159,7 @@ def make_evaluator(run: RunConfig, inputs: RunInputs, synced: bool):
                 inputs.max_new,
                 inputs.max_prompt,
                 profile.eval_batch_size,
+                prompt_style(profile),
                 synced=synced,
             ).score
         return out

@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from adaswitch_lib.config import RunConfig, get_profile
-from adaswitch_lib.data import left_pad, load_profile_task, token_limits, tokenize_prompts
+from adaswitch_lib.data import (
+    left_pad,
+    load_profile_task,
+    prompt_style,
+    token_limits,
+    tokenize_prompts,
+)
 from adaswitch_lib.losses import position_divergence
 from adaswitch_lib.models import stop_token_ids
 from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, pair_folder_if_ready, prepare_pair
@@ -53,7 +59,8 @@ def _one_target(
 ):
     """(prompt ids, mask, the sampled Targets) for one prompt under `method`'s sampler."""
     max_prompt, max_new = token_limits(profile, run.task)
-    ids, mask = left_pad(tokenize_prompts(tokenizer, [example], max_prompt), tokenizer.pad_token_id)
+    prompts = tokenize_prompts(tokenizer, [example], max_prompt, prompt_style(profile))
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     sampler = {"adaswitch": "adaswitch", "skd": "skd"}.get(method, "student")
     cfg = sampler_config(
         run, tokenizer, max_new, eos_token_id=stop_token_ids(tokenizer, student, teacher)

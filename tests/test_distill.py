@@ -578,3 +578,40 @@ def test_validation_divergence_scores_the_teacher_once_and_changes_nothing(pair,
         assert small == {}
     finally:
         hook.remove()
+
+
+TINY_CHAT = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_instruct_profiles_write_every_prompt_with_the_chat_template(tmp_path, monkeypatch):
+    """An -Instruct profile builds every prompt (SFT, SeqKD, KD, validation, evaluation) with the
+    tokenizer's chat template; a base profile never does."""
+    from adaswitch_lib import data, models
+
+    train_tokenizer = models.train_tokenizer
+
+    def with_chat_template(*args, **kwargs):
+        tokenizer = train_tokenizer(*args, **kwargs)
+        tokenizer.chat_template = TINY_CHAT
+        return tokenizer
+
+    styles, format_prompt = [], data.format_prompt
+    monkeypatch.setattr(models, "train_tokenizer", with_chat_template)
+    monkeypatch.setattr(
+        data,
+        "format_prompt",
+        lambda e, style="plain", tok=None: styles.append(style) or format_prompt(e, style, tok),
+    )
+    for instruct, expected in ((True, {"chat"}), (False, {"plain"})):
+        styles.clear()
+        profile = get_profile("smoke", instruct=instruct, kd_steps=2)
+        record = run_module.run_distillation(
+            run_for("seqkd", profile, tmp_path / str(instruct)), cache_root=tmp_path / "cache"
+        )
+        assert set(styles) == expected and record["metrics"]["synth_gsm_examples"] > 0
+    outputs = (tmp_path / "True" / "smoke" / "runs").glob("*/outputs_synth_gsm.jsonl")
+    first = json.loads(next(outputs).read_text().splitlines()[0])
+    assert first["prompt"].startswith("<|user|>") and first["prompt"].endswith("<|assistant|>")
