@@ -46,6 +46,19 @@ def prompts(batch=8, seed=0):
     return left_pad([torch.randint(4, VOCAB, (n,), generator=g).tolist() for n in lengths])
 
 
+def _count_held_rows(monkeypatch) -> list[int]:
+    """How many rows a decoder holds each time it lets finished ones go (appended per call)."""
+    from adaswitch_lib import decoding
+
+    held, original = [], decoding.Decoder.keep_rows
+    monkeypatch.setattr(
+        decoding.Decoder,
+        "keep_rows",
+        lambda self, index: (held.append(len(index)), original(self, index))[1],
+    )
+    return held
+
+
 def run(method, pair, cfg, seed=0, batch=8, **kw):
     ids, mask = prompts(batch, seed)
     student, teacher = pair
@@ -529,15 +542,9 @@ def test_draft_verify_rows_leave_when_finished_and_change_nothing(
     """The draft -> verify engine lets finished rows go from both models (SKD, AdaSwitch's exploring
     and lock-step rounds, speculative continuation): every token, statistic and kept logit is what
     the engine writes when it keeps every row to the end."""
-    from adaswitch_lib import decoding, sampler
+    from adaswitch_lib import sampler
 
-    held = []
-    original = decoding.Decoder.keep_rows
-    monkeypatch.setattr(
-        decoding.Decoder,
-        "keep_rows",
-        lambda self, index: (held.append(len(index)), original(self, index))[1],
-    )
+    held = _count_held_rows(monkeypatch)
     cfg = SamplerConfig(
         max_new_tokens=40,
         student_temperature=1.0,
@@ -562,10 +569,8 @@ def test_draft_verify_rows_leave_when_finished_and_change_nothing(
         assert torch.equal(fast.sequences, whole.sequences) and torch.equal(
             fast.response_mask, whole.response_mask
         )
-        for (
-            key,
-            value,
-        ) in fast.stats.items():  # a smaller batch may round a float differently, never a token
+        # a smaller batch may round a float differently, never a token
+        for key, value in fast.stats.items():
             same = torch.allclose if value.is_floating_point() else torch.equal
             assert same(value.nan_to_num(-1), whole.stats[key].nan_to_num(-1)), key
         m = fast.response_mask.bool()
@@ -578,15 +583,8 @@ def test_finished_rows_leave_the_batch_and_change_nothing(pair, monkeypatch):
     """Plain sampling and exact AdaSwitch's teacher-alone tail drop finished rows from the decoder;
     the rows still writing write what they write without it (the token-by-token reference and one
     prompt at a time keep every row), kept teacher logits included."""
-    from adaswitch_lib import decoding
 
-    held = []
-    original = decoding.Decoder.keep_rows
-    monkeypatch.setattr(
-        decoding.Decoder,
-        "keep_rows",
-        lambda self, index: (held.append(len(index)), original(self, index))[1],
-    )
+    held = _count_held_rows(monkeypatch)
     student, teacher = pair
     eos = 5  # frequent enough that rows end far apart
     cfg = SamplerConfig(
