@@ -360,3 +360,34 @@ def test_long_prompts_keep_their_header_and_end(shared_data, capsys, name, style
     assert all(ids[i] == whole[i] for i in short)  # prompts that fit are untouched
     end = "<|im_start|>assistant\n" if style == "chat" else "Answer:"
     assert all(tokenizer.decode(ids[i]).endswith(end) for i in long)
+
+
+# (tokenizer, prompt style, the prompt's first ids, its last ids, the EOS that ends a response):
+# the special ids are the models' own (Qwen2.5: <|im_start|> 151644, <|im_end|> 151645,
+# <|endoftext|> 151643; Llama-3: <|begin_of_text|> 128000, <|start_header_id|> 128006,
+# <|end_header_id|> 128007, <|eot_id|> 128009, <|end_of_text|> 128001)
+GSM8K_PROMPT_IDS = [
+    ("qwen2.5-base", "plain", [14582, 25], [16141, 25], 151643),  # "Question:" ... "Answer:"
+    ("qwen2.5-instruct", "chat", [151644], [151645, 198, 151644, 77091, 198], 151645),
+    ("llama-3.2-base", "plain", [128000, 14924, 25], [16533, 25], 128001),
+    ("llama-3.2-instruct", "chat", [128000, 128006], [128009, 128006, 78191, 128007, 271], 128009),
+]
+
+
+@pytest.mark.parametrize("name, style, first, last, eos", GSM8K_PROMPT_IDS)
+def test_a_gsm8k_prompt_as_token_ids_under_each_family_and_variant(
+    shared_data, name, style, first, last, eos
+):
+    """The first GSM8K test question as the kit tokenizes it for training and scoring: Llama's BOS
+    exactly once, the -Instruct prompts ending in the assistant's header, every response ending in
+    the variant's own EOS."""
+    from adaswitch_lib.data import tokenize_pairs
+
+    tokenizer = _real_tokenizer(shared_data, name)
+    example = load_task("gsm8k", "test", path=shared_data / "gsm8k" / "test.jsonl")[:1]
+    ((prompt, response),) = tokenize_pairs(tokenizer, example, 128, 512, style)
+    assert prompt[: len(first)] == first and prompt[-len(last) :] == last
+    assert prompt.count(128000) == (1 if name.startswith("llama") else 0)
+    assert "Janet’s ducks lay 16 eggs per day" in tokenizer.decode(prompt)
+    assert response[-1] == eos and response.count(eos) == 1
+    assert tokenizer.decode(response[:-1]).strip().endswith("#### 18")
