@@ -5,11 +5,12 @@
 #   ./run_all.sh --profile smoke      # the same pipeline in minutes
 #   ./run_all.sh --only table1,fig6 --jobs 2 --dry-run   # a subset, side by side, just the plan
 #   ./run_all.sh --test               # the test suite (extra arguments go to pytest)
+#   ./run_all.sh --profile colab --teacher ~/models/qwen-1.5b --student ~/models/qwen-0.5b --data-dir ~/data
 #
 # When no environment with the kit is active, a .venv is created here and the kit installed into it
 # (torch==2.13.0 first if torch is missing; an existing torch, as on Colab, is kept).
 set -euo pipefail
-cd "$(dirname "$0")"
+kit="$(cd "$(dirname "$0")" && pwd)"
 
 usage() {
   cat <<'USAGE'
@@ -21,6 +22,13 @@ usage: ./run_all.sh [--profile NAME] [--only ARTIFACTS] [--jobs N] [--dry-run] [
                    for the offline profiles, 1 for Hub models)
   --dry-run        print the plan (every job, finished or not) and its estimated time
   --prune          delete the run records the profile no longer plans (after a profile change), then stop
+  --teacher M      the teacher: a Hub id or a local model folder (Hub pairs; default: the pair's own)
+  --student M      the base student and its tokenizer: a Hub id or a local model folder
+  --revision R     a Hub branch, tag or commit, pinned for both models
+  --data-dir D     a folder of local copies of the Hub tasks' files (README: GPU)
+  --set F=V        override a profile field (repeatable), e.g. --set kd_steps=50 --set pairs=qwen
+  --results-dir D  where tables, figures and run records go (default: results)
+  --cache-dir D    where prepared pairs are kept (default: .cache/models)
   --test           run the test suite instead of the main job; later arguments go to pytest
                    (e.g. ./run_all.sh --test -m slow)
   --help           this text
@@ -29,6 +37,9 @@ Finished runs are skipped: an interrupted run_all continues where it stopped. Pr
 line per job; each notebook's output goes to results/<profile>/logs/.
 USAGE
 }
+
+# a path that exists is made absolute (the pipeline works in the kit's folder); a Hub id stays
+located() { if [ -e "$1" ]; then (cd "$(dirname "$1")" && echo "$PWD/$(basename "$1")"); else echo "$1"; fi; }
 
 profile=cpu
 mode=run
@@ -41,6 +52,12 @@ while [ $# -gt 0 ]; do
                if [ "$1" = --profile ]; then profile="$2"; else pipeline_args+=("$1" "$2"); fi; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
     --only=*|--jobs=*) pipeline_args+=("$1"); shift ;;
+    --teacher|--student|--data-dir|--results-dir|--cache-dir)
+               [ $# -ge 2 ] || { echo "run_all.sh: $1 needs a value; try ./run_all.sh --help" >&2; exit 2; }
+               pipeline_args+=("$1" "$(located "$2")"); shift 2 ;;
+    --revision|--set)
+               [ $# -ge 2 ] || { echo "run_all.sh: $1 needs a value; try ./run_all.sh --help" >&2; exit 2; }
+               pipeline_args+=("$1" "$2"); shift 2 ;;
     --dry-run|--prune) pipeline_args+=("$1"); shift ;;
     --test) mode=test; shift; extra=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
@@ -48,6 +65,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+cd "$kit"
 stamp() { cat pyproject.toml | sha256sum | cut -c1-16; }
 
 setup_env() {

@@ -21,7 +21,7 @@ import sys
 
 from adaswitch_lib import config
 from adaswitch_lib.config import RunConfig, get_profile
-from adaswitch_lib.errors import ConfigError, KitError
+from adaswitch_lib.errors import KitError
 
 ALIASES = {"adaswitch_k": "--K", "adaswitch_window": "--L"}
 CHOICES = {
@@ -35,49 +35,6 @@ CHOICES = {
 }
 
 
-def _profile_overrides(items: list[str]) -> dict:
-    """`field=value` strings -> typed profile overrides (int, float, bool or str like the
-    default)."""
-    defaults = {f.name: f for f in dataclasses.fields(config.Profile)}
-    out = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or name not in defaults:
-            raise ConfigError(
-                f"--set {item!r}: use FIELD=VALUE with a profile field; valid fields: "
-                f"{', '.join(sorted(defaults))}"
-            )
-        kind = type(getattr(config.Profile(), name))
-        try:
-            if kind is bool:
-                if text.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                value = text.lower() in ("true", "1")
-            elif kind in (int, float, str):
-                value = kind(text)
-            else:
-                raise ConfigError(
-                    f"--set {name}: a {kind.__name__} field cannot be set from the command line"
-                )
-        except ValueError:
-            raise ConfigError(f"--set {item!r}: {name} takes a {kind.__name__}") from None
-        out[name] = value
-    return out
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--profile", default="cpu", help=f"default: cpu; one of: {', '.join(config.PROFILES)}"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a profile field (repeatable), e.g. --set kd_steps=50",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m adaswitch_lib", description=__doc__.splitlines()[0]
@@ -88,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("baselines", "score the prepared teacher and base student (Table 1's first rows)"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        _add_common(p)
+        config.add_profile_options(p)
         p.add_argument(
             "--pair",
             default="tiny-qwen",
@@ -104,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one distillation run -> results/<profile>/runs/<run_id>/",
         description="One distillation run; a run whose finished record exists is skipped.",
     )
-    _add_common(p)
+    config.add_profile_options(p)
     comments = config.field_help(RunConfig)
     for f in dataclasses.fields(RunConfig):
         if f.name == "profile":
@@ -122,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        profile = get_profile(args.profile, **_profile_overrides(args.set))
+        profile = get_profile(args.profile, **config.profile_overrides_from_args(args))
         if args.command == "prepare":
             from adaswitch_lib.prepare import prepare_pair
 

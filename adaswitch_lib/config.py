@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from adaswitch_lib.errors import ConfigError
 from adaswitch_lib.losses import DIVERGENCES
@@ -28,6 +29,8 @@ MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SKD_RULES = ("top_k", "top_p")
 CONTINUATIONS = ("speculative", "exact")  # how a switched AdaSwitch row samples the teacher
 PROFILES = ("smoke", "cpu", "cpu-full", "colab", "paper")
+# Profile fields that replace a Hub pair's checkpoints
+CHECKPOINT_FIELDS = ("teacher_model", "student_model", "teacher_revision", "student_revision")
 
 
 def _check_name(kind: str, value: str, valid) -> None:
@@ -55,11 +58,16 @@ def _check_range(name: str, value, low=None, high=None, low_open=False, high_ope
         raise ConfigError(f"{name} = {value!r} is outside the allowed range {brackets}")
 
 
-def _field(default, help: str, affects_result: bool = True):
+def _field(default, help: str, affects_result: bool = True, omit_default: bool = False):
     """A config field with its help text (shown by the command line and `python -m
     adaswitch_lib.config`). `affects_result=False` marks a field that changes no result (logging,
-    paths, which runs are made): it is left out of run ids."""
-    return field(default=default, metadata={"help": help, "affects_result": affects_result})
+    paths, which runs are made): it is left out of run ids. `omit_default=True` leaves the field
+    out of run ids and cache keys while it keeps its default, so that adding it changes no
+    existing id."""
+    return field(
+        default=default,
+        metadata={"help": help, "affects_result": affects_result, "omit_default": omit_default},
+    )
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ _PROFILE_RANGES = (
         "n_kd max_prompt_tokens_gsm max_new_tokens_gsm max_prompt_tokens_summ max_new_tokens_summ "
         "tokenizer_vocab teacher_batch_size kd_batch_size eval_batch_size log_every "
         "grad_accum_steps "
-        "length_groups eval_every_early eval_every",
+        "length_groups eval_every_early eval_every sft_val_examples",
         dict(low=1),
     ),
     (
@@ -163,6 +171,27 @@ class Profile:
         ("dialogsum", "gsm8k", "gsm_plus"), "Table 1 columns; gsm_plus uses GSM students"
     )
     instruct: bool = _field(False, "-Instruct checkpoints + chat template (Hub pairs)")
+    # Hub pairs: other checkpoints (a local folder, a mirror's id) and pinned revisions
+    teacher_model: str = _field(
+        "", 'the teacher: a Hub id or a local folder ("" = the pair\'s own)', omit_default=True
+    )
+    student_model: str = _field(
+        "",
+        'the base student and the tokenizer: a Hub id or a local folder ("" = the pair\'s own)',
+        omit_default=True,
+    )
+    teacher_revision: str = _field(
+        "", 'a Hub branch, tag or commit of the teacher ("" = the newest)', omit_default=True
+    )
+    student_revision: str = _field(
+        "", 'a Hub branch, tag or commit of the student ("" = the newest)', omit_default=True
+    )
+    data_dir: str = _field(
+        "",
+        "a folder of local copies of the Hub tasks' files (data.LOCAL_FILES names them); "
+        '"" = the Hub. Meant for the same data, so it is left out of run ids',
+        affects_result=False,
+    )
     # data
     n_kd: int = _field(1000, "KD examples sampled from train with a fixed seed (paper: ~1,000)")
     max_eval_examples: int = _field(0, "0 = the whole test split")
@@ -197,6 +226,9 @@ class Profile:
     teacher_steps_summ: int = _field(0, "summarisation's own fixed steps (0 = as teacher_steps)")
     teacher_batch_size: int = _field(16, "teacher SFT batch size")
     dropout: float = _field(0.1, "dropout while fine-tuning (paper: 0.1)")
+    sft_val_examples: int = _field(
+        512, "validation examples whose NLL picks the best SFT checkpoint", omit_default=True
+    )
     # base student (tiny pairs only): a short warm start that writes task-shaped text
     student_warmup_steps: int = _field(
         0, "the tiny base student's warm start: steps of SFT that leave it writing task-shaped text"
@@ -296,6 +328,21 @@ class Profile:
         )
         _check_name("kd_mixed_precision", self.kd_mixed_precision, MIXED_PRECISION)
         _check_name("dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        self._check_checkpoints()
+
+    def _check_checkpoints(self):
+        """Checkpoint overrides name one Hub pair's models: tiny pairs are built here, and with
+        several pairs the override would not say whose model it replaces."""
+        given = [n for n in CHECKPOINT_FIELDS if getattr(self, n)]
+        if not given:
+            return
+        tiny = [p for p in self.pairs if p.startswith("tiny-")]
+        if tiny or len(self.pairs) != 1:
+            raise ConfigError(
+                f"{', '.join(given)}: a checkpoint override names the models of one Hub pair, but "
+                f"this profile has pairs {', '.join(self.pairs)}; choose one Hub pair, e.g. --set "
+                "pairs=qwen-small"
+            )
 
     def _check_grids(self):
         if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
@@ -451,15 +498,130 @@ _PROFILES = {
 
 
 def get_profile(name: str, **overrides) -> Profile:
-    """A named profile, with optional field overrides (validated like any profile)."""
+    """A named profile, with optional field overrides (validated like any profile). Lists and
+    dicts are accepted for tuple and nested fields, as they arrive from JSON or a notebook's
+    parameters."""
     _check_name("profile", name, PROFILES)
-    fields = {f.name for f in dataclasses.fields(Profile)}
+    defaults = {f.name: f.default for f in dataclasses.fields(Profile)}
     for key in overrides:
-        if key not in fields:
+        if key not in defaults:
             raise ConfigError(
-                f"unknown profile field {key!r}; valid fields: {', '.join(sorted(fields))}"
+                f"unknown profile field {key!r}; valid fields: {', '.join(sorted(defaults))}"
             )
-    return Profile(**{**_PROFILES[name], **overrides})
+    typed = {key: _typed_like(defaults[key], value) for key, value in overrides.items()}
+    return Profile(**{**_PROFILES[name], **typed})
+
+
+def _typed_like(default, value):
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    if dataclasses.is_dataclass(default) and isinstance(value, dict):
+        return type(default)(**value)
+    return value
+
+
+def as_profile(profile: str | Profile) -> Profile:
+    """A Profile given itself or its name."""
+    return profile if isinstance(profile, Profile) else get_profile(profile)
+
+
+def profile_overrides(profile: Profile) -> dict:
+    """The fields in which `profile` differs from the named profile it is based on, as JSON values:
+    `get_profile(profile.name, **profile_overrides(profile)) == profile`."""
+    named = get_profile(profile.name)
+    return {
+        f.name: plain(getattr(profile, f.name))
+        for f in dataclasses.fields(Profile)
+        if getattr(profile, f.name) != getattr(named, f.name)
+    }
+
+
+def _parse_value(name: str, default, text: str):
+    """One `--set` value, typed like the field's default; tuples as comma-separated items."""
+    if isinstance(default, tuple):
+        kind = type(default[0]) if default else str
+        return tuple(_parse_value(name, kind(), item.strip()) for item in text.split(",") if item)
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError
+        return text.lower() in ("true", "1")
+    if isinstance(default, (int, float, str)):
+        return type(default)(text)
+    raise ConfigError(
+        f"--set {name}: a {type(default).__name__} field cannot be set from the command line"
+    )
+
+
+def parse_overrides(items) -> dict:
+    """`FIELD=VALUE` strings (the command line's `--set`) -> typed profile overrides: int, float,
+    bool or str like the field's default, tuples as comma-separated items (`pairs=qwen-small`)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Profile)}
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in defaults:
+            raise ConfigError(
+                f"--set {item!r}: use FIELD=VALUE with a profile field; valid fields: "
+                f"{', '.join(sorted(defaults))}"
+            )
+        try:
+            out[name] = _parse_value(name, defaults[name], text)
+        except ConfigError:
+            raise
+        except ValueError:
+            kind = type(defaults[name]).__name__
+            raise ConfigError(f"--set {item!r}: {name} takes a value of type {kind}") from None
+    return out
+
+
+def model_and_data_overrides(
+    teacher: str = "", student: str = "", revision: str = "", data_dir: str = ""
+) -> dict:
+    """The command lines' `--teacher`, `--student`, `--revision` (pins both models) and
+    `--data-dir` as profile overrides; a path that exists is made absolute, so that notebooks
+    working in the kit's folder find it."""
+
+    def located(name: str) -> str:
+        return str(Path(name).resolve()) if name and Path(name).exists() else name
+
+    given = dict(
+        teacher_model=located(teacher),
+        student_model=located(student),
+        teacher_revision=revision,
+        student_revision=revision,
+        data_dir=located(data_dir),
+    )
+    return {name: value for name, value in given.items() if value}
+
+
+def add_profile_options(parser, default: str = "cpu") -> None:
+    """The command lines' profile options: `--profile`, `--set FIELD=VALUE` and the model and data
+    options of a Hub pair (`--teacher`, `--student`, `--revision`, `--data-dir`)."""
+    parser.add_argument(
+        "--profile", default=default, help=f"default: {default}; one of: {', '.join(PROFILES)}"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a profile field (repeatable), e.g. --set kd_steps=50 --set pairs=qwen",
+    )
+    for flag, text in (
+        ("--teacher", "the teacher: a Hub id or a local model folder (default: the pair's own)"),
+        ("--student", "the base student and its tokenizer: a Hub id or a local model folder"),
+        ("--revision", "a Hub branch, tag or commit, pinned for both models"),
+        ("--data-dir", "a folder of local copies of the Hub tasks' files (data.LOCAL_FILES)"),
+    ):
+        parser.add_argument(flag, default="", help=text)
+
+
+def profile_overrides_from_args(args) -> dict:
+    """The profile overrides `add_profile_options` parsed (the model options win over `--set`)."""
+    return {
+        **parse_overrides(args.set),
+        **model_and_data_overrides(args.teacher, args.student, args.revision, args.data_dir),
+    }
 
 
 @dataclass(frozen=True)
@@ -528,13 +690,20 @@ def plain(obj, result_only: bool = False):
         return {
             f.name: plain(getattr(obj, f.name), result_only)
             for f in dataclasses.fields(obj)
-            if not (result_only and f.metadata.get("affects_result", True) is False)
+            if not (result_only and _left_out(f, getattr(obj, f.name)))
         }
     if isinstance(obj, (tuple, list)):
         return [plain(v, result_only) for v in obj]
     if isinstance(obj, float) and math.isinf(obj):
         return str(obj)
     return obj
+
+
+def _left_out(f: dataclasses.Field, value) -> bool:
+    """Whether a field stays out of run ids and cache keys (see `_field`)."""
+    if f.metadata.get("affects_result", True) is False:
+        return True
+    return bool(f.metadata.get("omit_default")) and value == f.default
 
 
 def config_hash(obj, length: int = 12) -> str:

@@ -53,6 +53,23 @@ ROBUSTNESS_TWIN = {
     "synth_gsm": "synth_gsm_plus",
 }  # GSM students are also scored here
 SPLIT_SEED = 1234  # fixed: the split must not change with the run's seed
+# Local copies of the Hub tasks under a profile's `data_dir`: per (task, split), the file stems
+# tried in order (the Hub's split names, then the names of the tasks' own releases), each as
+# .jsonl, .json or .parquet. GSM8K's validation and KD splits are carved from its train file, and
+# every KD split from train.
+LOCAL_FILES = {
+    ("gsm8k", "train"): ("gsm8k/train",),
+    ("gsm8k", "test"): ("gsm8k/test",),
+    ("dialogsum", "train"): ("dialogsum/train", "dialogsum/dialogsum.train"),
+    ("dialogsum", "validation"): ("dialogsum/validation", "dialogsum/dialogsum.dev"),
+    ("dialogsum", "test"): ("dialogsum/test", "dialogsum/dialogsum.test"),
+    ("gsm_plus", "test"): (
+        "gsm_plus/test",
+        "gsm-plus/gsmplus_test",
+        "gsm-plus/gsmplus_testmini",  # GSM-Plus's 2,400-question subset
+    ),
+}
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def task_kind(task: str) -> str:
@@ -250,11 +267,32 @@ def score(task: str, predictions: list[str], examples: list[dict]) -> float:
 
 # ---------------------------------------------------------------------------- a profile's splits,
 # as token ids
+def local_file(data_dir, task: str, split: str) -> Path:
+    """The local copy of a Hub task's split under `data_dir` (see LOCAL_FILES)."""
+    source = "train" if split == "kd" or (task == "gsm8k" and split == "validation") else split
+    stems = LOCAL_FILES[(task, source)]
+    for stem in stems:
+        for suffix in LOCAL_SUFFIXES:
+            path = Path(data_dir) / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+    raise DataUnavailableError(
+        f"{task} {split}: no local copy in {data_dir}; put one of "
+        f"{', '.join(s + '.jsonl' for s in stems)} there (or .json / .parquet)"
+    )
+
+
 def load_profile_task(profile: Profile, task: str, split: str) -> list[dict]:
-    """A split as this profile uses it (synthetic sizes, KD budget, GSM-Plus rule, eval cap)."""
+    """A split as this profile uses it (synthetic sizes, KD budget, GSM-Plus rule, eval cap), read
+    from the profile's `data_dir` when it names one and the task is a Hub task."""
+    path = None
+    if profile.data_dir and TASK_INFO[task].hub_id is not None:
+        path = local_file(profile.data_dir, task, split)
+        log.info("%s %s: %s", task, split, path)
     examples = load_task(
         task,
         split,
+        path=path,
         synth_config=profile.synth,
         n_kd=profile.n_kd,
         critical_thinking=profile.gsm_plus_critical_thinking,

@@ -23,6 +23,7 @@ from adaswitch_lib.data import (
     tokenize_prompts,
 )
 from adaswitch_lib.distill import response_logits, target_loss
+from adaswitch_lib.losses import positions_within
 from adaswitch_lib.models import stop_token_ids
 from adaswitch_lib.targets import ground_truth_targets
 
@@ -152,11 +153,16 @@ def validation_divergence(
     Figures 5/8 (computed against the teacher, so off-policy training lowers it most directly).
     `teacher_cache`: a dict kept across calls on the same pairs; the frozen teacher's logits are
     then computed once instead of at every evaluation (the same numbers, scored once), as long as
-    they fit in TEACHER_CACHE_BYTES."""
+    they fit in TEACHER_CACHE_BYTES. At most `positions_within(vocab)` response positions are
+    scored at once, whatever `batch_size` asks."""
     was_training = student.training
     student.eval()
     device = next(student.parameters()).device
     total, rows = 0.0, 0
+    # [rows, positions, vocab] logits within the budget (under the "sequence" reduction the mean
+    # does not depend on which rows share a batch)
+    longest = max((len(response) for _, response in pairs), default=1)
+    batch_size = max(1, min(batch_size, positions_within(vocab) // longest))
     for start in range(0, len(pairs), batch_size):
         t = ground_truth_targets(pairs[start : start + batch_size], pad_token_id, device)
         teacher_logits = (teacher_cache or {}).get((start, batch_size))

@@ -19,6 +19,17 @@ import math
 import torch
 import torch.nn.functional as F
 
+# fp32 logits a scoring pass (no gradients) holds at once: at a Hub vocabulary (151,936) a batch of
+# long responses would be many GiB, so validation scores rows and positions in pieces of this size
+LOGITS_BUDGET_BYTES = 2**29
+
+
+def positions_within(vocab: int, budget_bytes: int | None = None) -> int:
+    """How many positions of fp32 logits over `vocab` fit the budget (default:
+    LOGITS_BUDGET_BYTES), at least one."""
+    return max(1, (budget_bytes or LOGITS_BUDGET_BYTES) // (4 * vocab))
+
+
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_reverse_kl")
 
 

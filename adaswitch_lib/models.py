@@ -10,11 +10,12 @@ saved with `save_pretrained`, so tiny and Hub models load through the same `Auto
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from adaswitch_lib.config import PAIRS, TinyShape, _check_name
+from adaswitch_lib.config import PAIRS, Profile, TinyShape, _check_name
 from adaswitch_lib.errors import DataUnavailableError, hub_unreachable
 
 # teacher, student. The paper prints "Llama-3.1-3B/1B"; the public 1B/3B Llama models are 3.2.
@@ -34,6 +35,24 @@ def hub_ids(pair: str, instruct: bool = False) -> tuple[str, str]:
     if pair not in HUB_PAIRS:
         raise ValueError(f"{pair} is a tiny pair trained here; it has no Hub ids")
     return tuple(f"{name}-Instruct" if instruct else name for name in HUB_PAIRS[pair])
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model to load: a Hub id or a local folder, and a pinned revision (None = the newest)."""
+
+    name_or_path: str
+    revision: str | None = None
+
+
+def pair_checkpoints(profile: Profile, pair: str) -> tuple[Checkpoint, Checkpoint]:
+    """(teacher, student) of a Hub pair under the profile: its own Hub ids (-Instruct when the
+    profile says so), or the profile's `teacher_model` / `student_model`, at their revisions."""
+    teacher, student = hub_ids(pair, profile.instruct)
+    return (
+        Checkpoint(profile.teacher_model or teacher, profile.teacher_revision or None),
+        Checkpoint(profile.student_model or student, profile.student_revision or None),
+    )
 
 
 def device_and_dtype(
@@ -76,17 +95,23 @@ def training_autocast(device, train_bf16: bool = False, bf16_supported: bool | N
 
 
 def load_model(
-    name_or_path: str, dtype: str = "auto", device: str | None = None, revision: str | None = None
+    name_or_path: str,
+    dtype: str = "auto",
+    device: str | None = None,
+    revision: str | None = None,
+    dropout: float | None = None,
 ):
     """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode, with the
-    attention `choose_attention` picks for its dtype and device."""
+    attention `choose_attention` picks for its dtype and device. `dropout` sets the attention
+    dropout that fine-tuning uses (Qwen2 and Llama have no other dropout)."""
     from transformers import AutoModelForCausalLM
 
     device, torch_dtype = device_and_dtype(dtype, device)
     _require_reachable(name_or_path)
+    extra = {} if dropout is None else dict(attention_dropout=dropout)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=torch_dtype, revision=revision
+            name_or_path, dtype=torch_dtype, revision=revision, **extra
         )
     except OSError as error:
         raise DataUnavailableError(

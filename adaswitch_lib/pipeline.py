@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -26,7 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaswitch_lib import atomic
-from adaswitch_lib.config import PROFILES, Profile, baseline_id, config_hash, get_profile, run_id
+from adaswitch_lib.config import (
+    Profile,
+    add_profile_options,
+    baseline_id,
+    config_hash,
+    get_profile,
+    profile_overrides,
+    profile_overrides_from_args,
+    run_id,
+)
 from adaswitch_lib.data import token_limits
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.notebook import project_root
@@ -185,7 +195,12 @@ def build_jobs(
     """Preparations, then runs, then reports, each marked done when its result already exists."""
     artifacts = parse_only(only)
     planned = plan_runs(profile, artifacts)
-    common = dict(profile=profile.name, results_dir=str(results_dir), show_progress=False)
+    common = dict(
+        profile=profile.name,
+        overrides=profile_overrides(profile),
+        results_dir=str(results_dir),
+        show_progress=False,
+    )
     runs = _run_jobs(profile, planned, common, results_dir, cache_dir)
     jobs = _preparation_jobs(profile, planned, runs, common, results_dir, cache_dir) + runs
     reports = list(dict.fromkeys(REPORTS[a] for a in artifacts))
@@ -220,7 +235,10 @@ def execute(job: Job, profile: Profile, results_dir: str, threads: int) -> tuple
         "--no-progress-bar",
     ]
     for key, value in job.parameters.items():
-        command += ["-p", key, str(value)] if not isinstance(value, str) else ["-r", key, value]
+        if isinstance(value, dict):  # YAML reads JSON
+            command += ["-y", json.dumps({key: value})]
+        else:
+            command += ["-p", key, str(value)] if not isinstance(value, str) else ["-r", key, value]
     env = dict(
         os.environ,
         OMP_NUM_THREADS=str(threads),
@@ -377,6 +395,7 @@ def write_manifest(
     manifest = dict(
         profile=profile.name,
         profile_hash=config_hash(profile),
+        **({"overrides": profile_overrides(profile)} if profile_overrides(profile) else {}),
         provenance=provenance(),
         started=started.isoformat(timespec="seconds"),
         finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -392,9 +411,7 @@ def write_manifest(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate the tables and figures of a profile.")
-    parser.add_argument(
-        "--profile", default="cpu", help=f"one of: {', '.join(PROFILES)} (default: cpu)"
-    )
+    add_profile_options(parser)
     parser.add_argument(
         "--only",
         default="",
@@ -421,7 +438,7 @@ def main(argv=None) -> int:
     try:
         if args.jobs < 0:
             raise KitError(f"--jobs {args.jobs}: give a positive number (0 = the default)")
-        profile = get_profile(args.profile)
+        profile = get_profile(args.profile, **profile_overrides_from_args(args))
         if args.prune:
             stale = stale_records(profile, args.results_dir)
             for folder in stale:

@@ -7,6 +7,7 @@ once beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -29,6 +30,7 @@ from adaswitch_lib.data import (
     tokenize_pairs,
 )
 from adaswitch_lib.evaluate import evaluate
+from adaswitch_lib.losses import positions_within
 
 CACHE_ROOT = Path(".cache") / "models"
 
@@ -59,16 +61,23 @@ def response_nll(model, batch, normaliser: float = 1.0) -> tuple[torch.Tensor, i
     """(summed next-token NLL of the response tokens / normaliser, how many) for a `collate`d batch,
     as the model's own loss computes it. The output head sees response positions only: prompt
     positions carry no label, and at a 151,936-token vocabulary their logits would dwarf the rest.
-    (Qwen2 and Llama heads are a plain projection; a model with logit soft-capping needs its
-    own.)"""
+    Without gradients (validation), positions go through the head in pieces of
+    `positions_within(vocab)`. (Qwen2 and Llama heads are a plain projection; a model with logit
+    soft-capping needs its own.)"""
     ids, mask, labels = batch
     hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
     labels = labels[:, 1:]
     scored = labels != -100
-    logits = model.get_output_embeddings()(hidden[scored]).float()
-    return torch.nn.functional.cross_entropy(
-        logits, labels[scored], reduction="sum"
-    ) / normaliser, int(scored.sum())
+    head, hidden, labels = model.get_output_embeddings(), hidden[scored], labels[scored]
+    step = len(labels) if torch.is_grad_enabled() else positions_within(head.out_features)
+    pieces = range(0, max(len(labels), 1), step)
+    total = sum(
+        torch.nn.functional.cross_entropy(
+            head(hidden[i : i + step]).float(), labels[i : i + step], reduction="sum"
+        )
+        for i in pieces
+    )
+    return total / normaliser, len(labels)
 
 
 def sft_backward(
@@ -141,14 +150,15 @@ def _optimizer_step(model, optimizer, schedule, scaler=None) -> None:
 
 
 class BestWeights:
-    """The weights with the lowest validation loss so far (paper §3.3 keeps the best checkpoint)."""
+    """The weights with the lowest validation loss so far (paper §3.3 keeps the best checkpoint),
+    kept in CPU memory: a second copy of a 1.5B teacher would take 6 GiB of the GPU's."""
 
     def __init__(self, model, loss: float, step: int = 0):
         self.model, self.loss, self.step = model, loss, step
         self.state = self._copy()
 
     def _copy(self) -> dict:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def offer(self, loss: float, step: int) -> None:
         if loss < self.loss:
@@ -226,6 +236,21 @@ def task_sft_steps(profile: Profile, task: str) -> tuple[int, int]:
     return teacher, warmup
 
 
+def _checkpoints(profile: Profile, pair: str) -> dict:
+    """The checkpoints a Hub pair starts from: part of its cache key and its metrics.json."""
+    if pair.startswith("tiny-"):
+        return {}
+    return {
+        f"{who}_checkpoint": dataclasses.asdict(checkpoint)
+        for who, checkpoint in zip(("teacher", "student"), models.pair_checkpoints(profile, pair))
+    }
+
+
+def _unless_default(profile: Profile, *names: str) -> dict:
+    """Fields added to the cache key only when set, so that existing keys stay as they were."""
+    return {n: getattr(profile, n) for n in names if getattr(profile, n) != getattr(Profile, n)}
+
+
 def pair_key(profile: Profile, pair: str, task: str) -> str:
     """Cache key: pair, task and a hash of every profile field that shapes this task's prepared
     models (a field that only another task uses does not retrain this one)."""
@@ -257,6 +282,8 @@ def pair_key(profile: Profile, pair: str, task: str) -> str:
             teacher_steps=teacher_steps,
             student_warmup_steps=warmup_steps,
             token_limits=token_limits(profile, task),
+            **_checkpoints(profile, pair),
+            **_unless_default(profile, "sft_val_examples"),
         ),
         sort_keys=True,
     )
@@ -276,20 +303,24 @@ def pair_folder_if_ready(
     return None
 
 
-def _initial_models(profile: Profile, pair: str, train, device, teacher_id=None, student_id=None):
+def _initial_models(profile: Profile, pair: str, train, device):
     """(tokenizer, teacher, student) before any training: a tiny pair built here (its BPE trained
-    on the task's train split) or the Hub checkpoints (or the given ids / local folders)."""
+    on the task's train split) or the Hub checkpoints (the profile may name other ids, local
+    folders and revisions)."""
     if pair.startswith("tiny-"):
         texts = [format_prompt(e) + format_completion(e) for e in train]
         tokenizer = models.train_tokenizer(texts, profile.tokenizer_vocab)
         teacher = models.tiny_model(pair, profile.teacher_shape, tokenizer, profile.dropout, seed=1)
         student = models.tiny_model(pair, profile.student_shape, tokenizer, profile.dropout, seed=2)
         return tokenizer, teacher.to(device), student.to(device)
-    ids = models.hub_ids(pair, profile.instruct)
-    tokenizer = models.load_tokenizer(student_id or ids[1])
+    teacher_checkpoint, student_checkpoint = models.pair_checkpoints(profile, pair)
+    tokenizer = models.load_tokenizer(student_checkpoint.name_or_path, student_checkpoint.revision)
     # fp32 master weights for fine-tuning; the teacher teaches in the profile's dtype afterwards
-    teacher = models.load_model(teacher_id or ids[0], "float32", device)
-    return tokenizer, teacher, models.load_model(student_id or ids[1], "float32", device)
+    teacher, student = (
+        models.load_model(c.name_or_path, "float32", device, c.revision, dropout=profile.dropout)
+        for c in (teacher_checkpoint, student_checkpoint)
+    )
+    return tokenizer, teacher, student
 
 
 def _train_pair(
@@ -353,12 +384,10 @@ def prepare_pair(
     pair: str,
     task: str,
     cache_root: Path = CACHE_ROOT,
-    teacher_id: str | None = None,
-    student_id: str | None = None,
 ) -> Path:
     """Build (or find) the teacher and base student of a pair for a task; returns their folder with
     `tokenizer/`, `teacher/`, `student/` and `metrics.json`. A finished folder is reused as it is.
-    `teacher_id` / `student_id` override the Hub ids (e.g. a local folder)."""
+    """
     ready = pair_folder_if_ready(profile, pair, task, cache_root)
     if ready is not None:
         return ready
@@ -371,13 +400,13 @@ def prepare_pair(
     device, _ = models.device_and_dtype(profile.dtype)
 
     def write(tmp: Path):
-        tokenizer, teacher, student = _initial_models(
-            profile, pair, train, device, teacher_id, student_id
-        )
+        tokenizer, teacher, student = _initial_models(profile, pair, train, device)
         models.save_tokenizer(tokenizer, tmp / "tokenizer")
         style = prompt_style(profile)
         train_pairs = tokenize_pairs(tokenizer, train, max_prompt, max_new, style)
-        val_pairs = tokenize_pairs(tokenizer, val[:512], max_prompt, max_new, style)
+        val_pairs = tokenize_pairs(
+            tokenizer, val[: profile.sft_val_examples], max_prompt, max_new, style
+        )
         trained = _train_pair(
             profile,
             pair,
@@ -389,7 +418,8 @@ def prepare_pair(
             val_pairs,
             device,
         )
-        report = dict(pair=pair, task=task, profile=profile.name, **trained)
+        report = dict(pair=pair, task=task, profile=profile.name, **_checkpoints(profile, pair))
+        report.update(trained)
         for name, model in (("teacher", teacher), ("student", student)):
             model.save_pretrained(tmp / name)
             start = time.perf_counter()

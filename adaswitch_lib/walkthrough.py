@@ -19,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-from adaswitch_lib.config import RunConfig, get_profile
+from adaswitch_lib.config import (
+    Profile,
+    RunConfig,
+    add_profile_options,
+    as_profile,
+    get_profile,
+    profile_overrides_from_args,
+)
 from adaswitch_lib.data import (
     left_pad,
     load_profile_task,
@@ -37,14 +44,15 @@ from adaswitch_lib.targets import sampler_config
 STUDENT_COLOUR, TEACHER_COLOUR = "#cfe2f3", "#f9cb9c"
 
 
-def load_pair(profile_name: str, pair: str, task: str, cache_dir=CACHE_ROOT):
+def load_pair(profile: str | Profile, pair: str, task: str, cache_dir=CACHE_ROOT):
     """(teacher, student, tokenizer, test examples) of a prepared pair; prepares it first when
-    missing, saying so (a few minutes on the cpu profile, seconds on smoke)."""
-    profile = get_profile(profile_name)
+    missing, saying so (a few minutes on the cpu profile, seconds on smoke). `profile`: a Profile
+    or a profile's name."""
+    profile = as_profile(profile)
     if pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is None:
         print(
-            f"preparing {pair} on {task} for the {profile_name} profile first "
-            f"({'seconds' if profile_name == 'smoke' else 'about 3-5 minutes on 2 cores'}) ...",
+            f"preparing {pair} on {task} for the {profile.name} profile first "
+            f"({'seconds' if profile.name == 'smoke' else 'about 3-5 minutes on 2 cores'}) ...",
             flush=True,
         )
     start = time.perf_counter()
@@ -85,7 +93,7 @@ def _divergences(targets, teacher, student, vocab: int, divergence: str) -> list
 
 
 def trace(
-    profile_name: str,
+    profile: str | Profile,
     pair: str,
     task: str,
     teacher,
@@ -99,7 +107,7 @@ def trace(
 ) -> dict:
     """One target for one prompt: tokens, who wrote each, d_i at every position, the threshold, the
     switch position (None when the student kept the pen)."""
-    profile = get_profile(profile_name)
+    profile = as_profile(profile)
     run = RunConfig(
         profile,
         pair=pair,
@@ -181,16 +189,17 @@ def coloured_html(t: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="AdaSwitch on one prompt, token by token.")
-    parser.add_argument("--profile", default="smoke")
+    add_profile_options(parser, default="smoke")
     parser.add_argument("--pair", default="tiny-qwen")
     parser.add_argument("--task", default="synth_gsm")
     parser.add_argument("--K", type=float, default=3.0)
     parser.add_argument("--L", type=int, default=10)
     parser.add_argument("--example", type=int, default=0)
     args = parser.parse_args(argv)
-    teacher, student, tokenizer, examples = load_pair(args.profile, args.pair, args.task)
+    profile = get_profile(args.profile, **profile_overrides_from_args(args))
+    teacher, student, tokenizer, examples = load_pair(profile, args.pair, args.task)
     t = trace(
-        args.profile,
+        profile,
         args.pair,
         args.task,
         teacher,

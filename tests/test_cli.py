@@ -59,7 +59,7 @@ def test_help_lists_every_option_with_its_default_and_valid_values():
         ),
         (
             ["distill", "--profile", "smoke", "--set", "kd_steps=many"],
-            "--set 'kd_steps=many': kd_steps takes a int",
+            "--set 'kd_steps=many': kd_steps takes a value of type int",
         ),
     ],
 )

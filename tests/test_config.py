@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -150,6 +151,7 @@ def test_every_config_field_carries_its_help():
         f.name for f in dataclasses.fields(Profile) if f.metadata["affects_result"] is False
     }
     assert unaffecting == {
+        "data_dir",
         "log_every",
         "seeds",
         "figure_pairs",
@@ -159,3 +161,47 @@ def test_every_config_field_carries_its_help():
         "fig6_k",
         "fig6_window",
     }
+
+
+def test_checkpoint_fields_stay_out_of_run_ids_until_set():
+    """The Hub pairs' checkpoint overrides joined the profile without changing any existing run
+    id: unset, they are left out of the hash; set, they change it."""
+    from adaswitch_lib.config import RunConfig, get_profile, run_id
+
+    colab = get_profile("colab")
+    plain_id = run_id(RunConfig(colab, pair="qwen-small", task="gsm8k"))
+    # the id this run had before the fields existed (commit db9a8ae)
+    assert plain_id == "qwen-small-gsm8k-adaswitch-s0-230762d490ad"
+    for field in ("teacher_model", "student_model", "teacher_revision", "student_revision"):
+        other = get_profile("colab", **{field: "x"})
+        assert run_id(RunConfig(other, pair="qwen-small", task="gsm8k")) != plain_id, field
+    # a local data copy is meant to hold the same data: no new id
+    moved = get_profile("colab", data_dir="/data")
+    assert run_id(RunConfig(moved, pair="qwen-small", task="gsm8k")) == plain_id
+
+
+def test_checkpoint_overrides_need_one_hub_pair():
+    from adaswitch_lib.config import get_profile
+
+    with pytest.raises(ConfigError, match="choose one Hub pair"):
+        get_profile("paper", teacher_model="/models/teacher")  # qwen and llama: whose teacher?
+    with pytest.raises(ConfigError, match="choose one Hub pair"):
+        get_profile("cpu", student_revision="main")  # tiny pairs are built here
+    assert get_profile("paper", pairs=("qwen",), teacher_revision="v1").teacher_revision == "v1"
+
+
+def test_set_parses_like_the_field_and_profiles_round_trip_through_json():
+    from adaswitch_lib.config import get_profile, parse_overrides, profile_overrides
+
+    parsed = parse_overrides(["pairs=qwen", "seeds=0,1,2", "kd_steps=50", "instruct=false"])
+    assert parsed == dict(pairs=("qwen",), seeds=(0, 1, 2), kd_steps=50, instruct=False)
+    with pytest.raises(ConfigError, match="kd_steps takes a value of type int"):
+        parse_overrides(["kd_steps=many"])
+    with pytest.raises(ConfigError, match="cannot be set from the command line"):
+        parse_overrides(["synth=1"])
+    # what the pipeline hands each notebook: JSON values that rebuild the same profile
+    profile = get_profile("paper", pairs=("qwen",), teacher_model="/m", seeds=(0, 1))
+    overrides = json.loads(json.dumps(profile_overrides(profile)))
+    assert overrides == dict(pairs=["qwen"], teacher_model="/m", seeds=[0, 1])
+    assert get_profile("paper", **overrides) == profile
+    assert profile_overrides(get_profile("cpu")) == {}

@@ -355,12 +355,21 @@ def test_fine_tuning_keeps_fp32_master_weights(tmp_path, tokenizer):
     models.tiny_model("tiny-qwen", SMOKE.student_shape, tokenizer, seed=4).save_pretrained(
         student_folder
     )
-    profile = get_profile("smoke", dtype="bfloat16", train_bf16=True)
-    train_examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)[:48]
-    _, teacher, _ = train._initial_models(
-        profile, "qwen", train_examples, "cpu", str(folder), str(student_folder)
+    profile = get_profile(
+        "smoke",
+        pairs=("qwen",),
+        figure_pairs=(),
+        teacher_model=str(folder),
+        student_model=str(student_folder),
+        dtype="bfloat16",
+        train_bf16=True,
+        dropout=0.1,
     )
+    train_examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)[:48]
+    _, teacher, student = train._initial_models(profile, "qwen", train_examples, "cpu")
     assert next(teacher.parameters()).dtype == torch.float32
+    # the profile's dropout reaches Hub checkpoints (it stayed at the checkpoint's 0.0 before)
+    assert teacher.config.attention_dropout == student.config.attention_dropout == 0.1
     pairs = [
         (tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"])
         for e in train_examples
@@ -406,3 +415,78 @@ def test_training_autocast_per_device():
     )  # T4: fp16 + scaler
     assert models.training_autocast("cpu", train_bf16=True) == torch.bfloat16
     assert models.training_autocast("cpu") is None
+
+
+def _random_pairs(vocab: int, rows: int, prompt: int, response: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randint(0, vocab, (prompt,), generator=g).tolist(),
+            torch.randint(0, vocab, (response - row,), generator=g).tolist(),
+        )
+        for row in range(rows)
+    ]
+
+
+def test_validation_losses_scored_in_pieces_equal_scored_whole(monkeypatch, tokenizer):
+    """A logits budget of a few positions splits both validation losses into many pieces: the same
+    values as one pass over the whole batch, up to float rounding."""
+    from adaswitch_lib import evaluate, losses
+    from adaswitch_lib.config import RunConfig
+
+    teacher = models.tiny_model("tiny-qwen", SMOKE.teacher_shape, tokenizer, seed=1).eval()
+    student = models.tiny_model("tiny-qwen", SMOKE.student_shape, tokenizer, seed=2).eval()
+    vocab = len(tokenizer)
+    pairs = _random_pairs(vocab, rows=6, prompt=7, response=20)
+    run = RunConfig(SMOKE)
+
+    def both():
+        return (
+            train.validation_nll(teacher, pairs, 0, batch_size=6),
+            evaluate.validation_divergence(run, student, teacher, pairs, 0, vocab, batch_size=6),
+        )
+
+    whole = both()
+    monkeypatch.setattr(losses, "LOGITS_BUDGET_BYTES", 4 * vocab * 25)  # 25 positions at once
+    assert losses.positions_within(vocab) == 25
+    pieces = both()
+    assert pieces == pytest.approx(whole, rel=1e-5)
+
+
+# Both validation losses at Qwen2.5's vocabulary, 16 rows x 256 response tokens, in a process of
+# their own (peak resident memory is per process). Scored whole they peaked at 6.9 GiB
+# (docs/gpu.md); in pieces under 2 GiB.
+_REAL_VOCAB_VALIDATION = """
+import resource, torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+from adaswitch_lib import evaluate, prepare
+from adaswitch_lib.config import RunConfig, get_profile
+torch.set_num_threads(2)
+V = 151936
+def model(seed, hidden):
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=V, hidden_size=hidden, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                         tie_word_embeddings=True)
+    return Qwen2ForCausalLM(config).eval()
+teacher, student = model(1, 64), model(2, 32)
+g = torch.Generator().manual_seed(0)
+pairs = [(torch.randint(0, V, (100,), generator=g).tolist(),
+          torch.randint(0, V, (256,), generator=g).tolist()) for _ in range(16)]
+prepare.validation_nll(teacher, pairs, 0, batch_size=16)
+evaluate.validation_divergence(RunConfig(get_profile("smoke")), student, teacher, pairs, 0, V, 16)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+"""
+
+
+@pytest.mark.slow
+def test_validation_losses_at_the_real_vocabulary_stay_under_2_gib():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _REAL_VOCAB_VALIDATION], capture_output=True, text=True, check=True
+    )
+    peak_gib = float(out.stdout.split()[-1])
+    # [16, 256, 151936] fp32 logits alone are 2.3 GiB per model
+    assert peak_gib < 2.0, f"peak resident memory {peak_gib:.2f} GiB"
