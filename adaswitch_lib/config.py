@@ -139,7 +139,7 @@ _PROFILE_RANGES = (
         "n_kd max_prompt_tokens_gsm max_new_tokens_gsm max_prompt_tokens_summ max_new_tokens_summ "
         "tokenizer_vocab teacher_batch_size kd_batch_size eval_batch_size log_every "
         "grad_accum_steps "
-        "length_groups eval_every_early eval_every sft_val_examples",
+        "length_groups eval_every_early eval_every sft_val_examples lora_rank",
         dict(low=1),
     ),
     (
@@ -226,6 +226,14 @@ class Profile:
     teacher_steps_summ: int = _field(0, "summarisation's own fixed steps (0 = as teacher_steps)")
     teacher_batch_size: int = _field(16, "teacher SFT batch size")
     dropout: float = _field(0.1, "dropout while fine-tuning (paper: 0.1)")
+    teacher_sft: str = _field(
+        "full",
+        '"full": every weight, over fp32 master weights with AdamW (16 bytes a parameter); "lora": '
+        "low-rank adapters on every linear layer (peft), merged into the weights afterwards: the "
+        "teacher's SFT on 16-24 GB GPUs (Hub pairs; docs/gpu.md)",
+        omit_default=True,
+    )
+    lora_rank: int = _field(16, "the adapters' rank when teacher_sft = lora", omit_default=True)
     sft_val_examples: int = _field(
         512, "validation examples whose NLL picks the best SFT checkpoint", omit_default=True
     )
@@ -286,6 +294,12 @@ class Profile:
         "docs/reproducibility.md)",
     )
     eval_batch_size: int = _field(32, "batch size of greedy evaluation and validation scoring")
+    gradient_checkpointing: bool = _field(
+        False,
+        "recompute each layer's activations in the backward pass instead of keeping them (SFT and "
+        "the KD student's update; sampling keeps its KV cache): memory for compute, same numbers",
+        affects_result=False,
+    )
     log_every: int = _field(10, "one log line every N steps under papermill", affects_result=False)
     # what ./run_all.sh runs (plan.py); these change which runs are made, never a run's result
     seeds: tuple = _field(
@@ -328,6 +342,7 @@ class Profile:
         )
         _check_name("kd_mixed_precision", self.kd_mixed_precision, MIXED_PRECISION)
         _check_name("dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        _check_name("teacher_sft", self.teacher_sft, ("full", "lora"))
         self._check_checkpoints()
 
     def _check_checkpoints(self):
@@ -491,9 +506,14 @@ _PROFILES = {
         max_eval_examples=500,
         kd_epochs=1.0,
         kd_batch_size=4,
+        gradient_checkpointing=True,
+        # full fine-tuning of the 1.5B teacher needs ~23 GiB of states alone (plan --memory): LoRA,
+        # at a learning rate usual for adapters (the paper's 1e-5 is for full fine-tuning)
+        teacher_sft="lora",
+        teacher_lr=2e-4,
     ),
     # the paper's setting: one 80 GB GPU or more via `accelerate launch`
-    "paper": dict(name="paper"),
+    "paper": dict(name="paper", gradient_checkpointing=True),
 }
 
 

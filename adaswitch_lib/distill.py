@@ -29,7 +29,7 @@ from adaswitch_lib.decoding import length_groups
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.losses import distill_loss, nll_loss, position_weights
 from adaswitch_lib.methods import EARLY_METHODS, get_method
-from adaswitch_lib.models import stop_token_ids
+from adaswitch_lib.models import gradient_checkpointing, stop_token_ids
 from adaswitch_lib.sampler import SamplerConfig, Targets, shared_vocab_size
 from adaswitch_lib.targets import Pair, build_targets, imitkd_beta, sampler_config, step_noise
 
@@ -413,6 +413,7 @@ def _make_loop(
     vocab = shared_vocab_size(student, teacher, len(tokenizer))
     teacher = teacher.to(accelerator.device).eval().requires_grad_(False)
     torch.manual_seed(run.seed)
+    gradient_checkpointing(student, run.profile.gradient_checkpointing)
     optimizer, schedule = make_optimizer(student, run.profile, steps)
     # the schedule stays ours: accelerate would step a prepared one once per process each step
     model, optimizer = accelerator.prepare(student, optimizer)

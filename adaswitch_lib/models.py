@@ -94,6 +94,31 @@ def training_autocast(device, train_bf16: bool = False, bf16_supported: bool | N
     return torch.bfloat16 if train_bf16 else None
 
 
+def gradient_checkpointing(model, on: bool) -> None:
+    """Turn gradient checkpointing on or off. It acts in training mode only, so the samplers and
+    `generate` (eval mode) keep their KV cache; non-reentrant checkpointing replays dropout's
+    random draws, so the gradients are those of a plain backward pass."""
+    if on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif model.is_gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+
+
+def lora_adapters(model, rank: int, dropout: float = 0.0):
+    """`model` with LoRA adapters (rank r, alpha 2r) on every linear layer but the output head,
+    through peft; only the adapters train. `merge_and_unload()` folds them back into the weights."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
 def load_model(
     name_or_path: str,
     dtype: str = "auto",

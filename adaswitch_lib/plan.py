@@ -4,6 +4,7 @@ Figures 4-9) appears once, with every artifact it feeds.
 
     python -m adaswitch_lib.plan --profile cpu            # every run of the profile, one per line
     python -m adaswitch_lib.plan --profile cpu --only fig6
+    python -m adaswitch_lib.plan --memory --profile colab --gpu t4   # peak GPU memory per phase
 
 The grids come from the profile: `seeds`, and `figure_pairs`, `figure_tasks`, `fig3_*`, `fig6_*`
 for the figures the cpu profile shrinks to fit its time budget.
@@ -15,7 +16,14 @@ import argparse
 import dataclasses
 import sys
 
-from adaswitch_lib.config import Profile, RunConfig, get_profile, run_id
+from adaswitch_lib.config import (
+    Profile,
+    RunConfig,
+    add_profile_options,
+    get_profile,
+    profile_overrides_from_args,
+    run_id,
+)
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.methods import EARLY_METHODS, METHODS
 
@@ -143,13 +151,23 @@ def plan_preparations(profile: Profile, runs: list[PlannedRun]) -> list[tuple[st
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="List the runs each table and figure needs.")
-    parser.add_argument("--profile", default="cpu")
+    add_profile_options(parser)
     parser.add_argument(
         "--only", default="", help=f"comma-separated subset of: {', '.join(ARTIFACTS)}"
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="print each phase's peak GPU memory instead"
+    )
+    parser.add_argument("--gpu", default="", help="with --memory: t4, l4, a100-40, a100-80, h100")
     args = parser.parse_args(argv)
     try:
-        profile = get_profile(args.profile)
+        profile = get_profile(args.profile, **profile_overrides_from_args(args))
+        if args.memory:
+            from adaswitch_lib.memory import memory_table
+
+            table = memory_table(profile, [g for g in args.gpu.split(",") if g] or None)
+            print(table.to_string(index=False))
+            return 0
         runs = plan_runs(profile, args.only)
     except KitError as error:
         print(f"plan: {error}", file=sys.stderr)

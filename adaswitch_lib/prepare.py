@@ -57,6 +57,25 @@ def length_sorted_groups(pairs, groups: int) -> list[list]:
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
+def _backbone(model):
+    """The transformer under the output head (through a LoRA wrapper's base model)."""
+    return (model.get_base_model() if hasattr(model, "get_base_model") else model).base_model
+
+
+def _response_hidden(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the last hidden states at the positions that predict a response token [n, hidden], those
+    tokens [n]) for a `collate`d batch."""
+    ids, mask, labels = batch
+    hidden = _backbone(model)(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    labels = labels[:, 1:]
+    scored = labels != -100
+    return hidden[scored], labels[scored]
+
+
+def _head_nll(head, hidden, labels) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(head(hidden).float(), labels, reduction="sum")
+
+
 def response_nll(model, batch, normaliser: float = 1.0) -> tuple[torch.Tensor, int]:
     """(summed next-token NLL of the response tokens / normaliser, how many) for a `collate`d batch,
     as the model's own loss computes it. The output head sees response positions only: prompt
@@ -64,20 +83,47 @@ def response_nll(model, batch, normaliser: float = 1.0) -> tuple[torch.Tensor, i
     Without gradients (validation), positions go through the head in pieces of
     `positions_within(vocab)`. (Qwen2 and Llama heads are a plain projection; a model with logit
     soft-capping needs its own.)"""
-    ids, mask, labels = batch
-    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-    labels = labels[:, 1:]
-    scored = labels != -100
-    head, hidden, labels = model.get_output_embeddings(), hidden[scored], labels[scored]
+    hidden, labels = _response_hidden(model, batch)
+    head = model.get_output_embeddings()
     step = len(labels) if torch.is_grad_enabled() else positions_within(head.out_features)
     pieces = range(0, max(len(labels), 1), step)
-    total = sum(
-        torch.nn.functional.cross_entropy(
-            head(hidden[i : i + step]).float(), labels[i : i + step], reduction="sum"
-        )
-        for i in pieces
-    )
+    total = sum(_head_nll(head, hidden[i : i + step], labels[i : i + step]) for i in pieces)
     return total / normaliser, len(labels)
+
+
+def _autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def response_nll_backward(model, batch, normaliser: float, autocast=None, scaler=None):
+    """The gradients of `response_nll(model, batch, normaliser)`; returns the loss (detached). When
+    the response positions' logits would pass `positions_within(vocab)`, the output head runs in
+    pieces, each with its own backward pass into a detached copy of the hidden states, whose
+    gradient then flows back through the model once: the same gradients, with the logits of one
+    piece alive at a time (at a Hub vocabulary a batch's logits are many GiB)."""
+    device = next(model.parameters()).device
+    with _autocast(device, autocast):
+        hidden, labels = _response_hidden(model, batch)
+    head = model.get_output_embeddings()
+    step = positions_within(head.out_features)
+
+    def backward(loss):
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    if len(labels) <= step:  # one piece: the plain backward pass
+        with _autocast(device, autocast):
+            loss = _head_nll(head, hidden, labels) / normaliser
+        backward(loss)
+        return loss.detach()
+    cut = hidden.detach().requires_grad_()
+    total = torch.zeros((), device=device)
+    for i in range(0, len(labels), step):
+        with _autocast(device, autocast):
+            part = _head_nll(head, cut[i : i + step], labels[i : i + step]) / normaliser
+        backward(part)
+        total += part.detach()
+    hidden.backward(cut.grad)
+    return total
 
 
 def sft_backward(
@@ -93,12 +139,7 @@ def sft_backward(
     tokens = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in groups)
     loss = torch.zeros((), device=device)
     for group in groups:
-        with torch.autocast(
-            device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
-        ):
-            part, _ = response_nll(model, group, max(tokens, 1))
-        (scaler.scale(part) if scaler is not None else part).backward()
-        loss += part.detach()
+        loss += response_nll_backward(model, group, max(tokens, 1), autocast, scaler)
     return loss
 
 
@@ -130,8 +171,9 @@ def _sft_optimizer(model, lr: float, steps: int, warmup_ratio: float):
     """AdamW (no decay on biases and norms) with linear warm-up and cosine decay (transformers')."""
     from transformers import get_cosine_schedule_with_warmup
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+    decay = [p for p in trained if p.dim() >= 2]
+    other = [p for p in trained if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
     return optimizer, get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
@@ -158,14 +200,22 @@ class BestWeights:
         self.state = self._copy()
 
     def _copy(self) -> dict:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        """The trained parameters (under LoRA, the adapters alone)."""
+        return {
+            name: p.detach().to("cpu", copy=True)
+            for name, p in self.model.named_parameters()
+            if p.requires_grad
+        }
 
     def offer(self, loss: float, step: int) -> None:
         if loss < self.loss:
             self.loss, self.step, self.state = loss, step, self._copy()
 
     def restore(self) -> None:
-        self.model.load_state_dict(self.state)
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in self.state:
+                    p.copy_(self.state[name])
 
 
 def supervised_finetune(
@@ -183,6 +233,7 @@ def supervised_finetune(
     autocast=None,
     attention: str | None = None,
     length_groups: int = 1,
+    checkpointing: bool = False,
 ) -> dict:
     """AdamW + linear warm-up and cosine decay; loss on response tokens. Keeps the weights with the
     lowest validation NLL (paper §3.3). Returns the history. The model's weights must be fp32 (the
@@ -190,7 +241,7 @@ def supervised_finetune(
     dtype (`models.training_autocast`), fp16 with a gradient scaler.
     `attention`: the attention implementation to train with (the model's own is restored after);
     `length_groups`: each batch computed as this many length-sorted groups (the same gradient up to
-    rounding, less padding)."""
+    rounding, less padding); `checkpointing`: gradient checkpointing while training."""
     own_attention = model.config._attn_implementation
     model.set_attn_implementation(attention or own_attention)
     if next(model.parameters()).dtype != torch.float32:
@@ -206,6 +257,7 @@ def supervised_finetune(
     best = BestWeights(model, validation_nll(model, val_pairs, pad_token_id))
     history = dict(val_loss=[(0, best.loss)], train_loss=[])
     model.train()
+    models.gradient_checkpointing(model, checkpointing)
     start = time.perf_counter()
     for step in range(1, steps + 1):
         batch = [train_pairs[i] for i in order.next_batch(batch_size)]
@@ -220,6 +272,7 @@ def supervised_finetune(
             best.offer(history["val_loss"][-1][1], step)
     best.restore()
     model.eval()
+    models.gradient_checkpointing(model, False)
     model.set_attn_implementation(own_attention)
     history.update(
         best_step=best.step, best_val_loss=best.loss, seconds=time.perf_counter() - start
@@ -283,7 +336,7 @@ def pair_key(profile: Profile, pair: str, task: str) -> str:
             student_warmup_steps=warmup_steps,
             token_limits=token_limits(profile, task),
             **_checkpoints(profile, pair),
-            **_unless_default(profile, "sft_val_examples"),
+            **_unless_default(profile, "sft_val_examples", "teacher_sft", "lora_rank"),
         ),
         sort_keys=True,
     )
@@ -315,10 +368,11 @@ def _initial_models(profile: Profile, pair: str, train, device):
         return tokenizer, teacher.to(device), student.to(device)
     teacher_checkpoint, student_checkpoint = models.pair_checkpoints(profile, pair)
     tokenizer = models.load_tokenizer(student_checkpoint.name_or_path, student_checkpoint.revision)
-    # fp32 master weights for fine-tuning; the teacher teaches in the profile's dtype afterwards
+    # fp32 master weights for fine-tuning; the teacher teaches in the profile's dtype afterwards.
+    # The base student waits on the CPU while the teacher trains (prepare_pair moves it after).
     teacher, student = (
-        models.load_model(c.name_or_path, "float32", device, c.revision, dropout=profile.dropout)
-        for c in (teacher_checkpoint, student_checkpoint)
+        models.load_model(c.name_or_path, "float32", where, c.revision, dropout=profile.dropout)
+        for c, where in ((teacher_checkpoint, device), (student_checkpoint, "cpu"))
     )
     return tokenizer, teacher, student
 
@@ -344,10 +398,13 @@ def _train_pair(
         warmup_ratio=profile.warmup_ratio,
         autocast=models.training_autocast(device, profile.train_bf16),
         length_groups=profile.length_groups,
+        checkpointing=profile.gradient_checkpointing,
     )
+    lora = profile.teacher_sft == "lora"
+    trainee = models.lora_adapters(teacher, profile.lora_rank, profile.dropout) if lora else teacher
     report = dict(
         teacher_sft=supervised_finetune(
-            teacher,
+            trainee,
             train_pairs,
             val_pairs,
             steps,
@@ -358,6 +415,8 @@ def _train_pair(
             **common,
         )
     )
+    if lora:  # the adapters folded into the teacher's weights: a plain checkpoint again
+        trainee.merge_and_unload()
     if pair.startswith("tiny-") and warmup_steps:
         # The base student: a short warm start on the same data, stopped before its phase
         # transition, so that it writes task-shaped text but solves little (the paper's base
@@ -418,6 +477,7 @@ def prepare_pair(
             val_pairs,
             device,
         )
+        student = student.to(device)
         report = dict(pair=pair, task=task, profile=profile.name, **_checkpoints(profile, pair))
         report.update(trained)
         for name, model in (("teacher", teacher), ("student", student)):

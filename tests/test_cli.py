@@ -90,6 +90,7 @@ ORDER = [
     "synth",
     "data",
     "models",
+    "memory",
     "decoding",
     "rules",
     "reference",

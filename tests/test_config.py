@@ -152,6 +152,7 @@ def test_every_config_field_carries_its_help():
     }
     assert unaffecting == {
         "data_dir",
+        "gradient_checkpointing",
         "log_every",
         "seeds",
         "figure_pairs",
@@ -164,20 +165,22 @@ def test_every_config_field_carries_its_help():
 
 
 def test_checkpoint_fields_stay_out_of_run_ids_until_set():
-    """The Hub pairs' checkpoint overrides joined the profile without changing any existing run
-    id: unset, they are left out of the hash; set, they change it."""
+    """The Hub pairs' checkpoint overrides (and the later memory and SFT fields) joined the profile
+    without changing any existing run id: unset, they are left out of the hash; set, they change
+    it (gradient checkpointing, the same numbers, never does)."""
     from adaswitch_lib.config import RunConfig, get_profile, run_id
 
-    colab = get_profile("colab")
-    plain_id = run_id(RunConfig(colab, pair="qwen-small", task="gsm8k"))
+    def paper_id(**fields):
+        profile = get_profile("paper", pairs=("qwen",), **fields)
+        return run_id(RunConfig(profile, pair="qwen", task="gsm8k"))
+
     # the id this run had before the fields existed (commit db9a8ae)
-    assert plain_id == "qwen-small-gsm8k-adaswitch-s0-230762d490ad"
+    assert paper_id() == "qwen-gsm8k-adaswitch-s0-755fbe351a2b"
     for field in ("teacher_model", "student_model", "teacher_revision", "student_revision"):
-        other = get_profile("colab", **{field: "x"})
-        assert run_id(RunConfig(other, pair="qwen-small", task="gsm8k")) != plain_id, field
+        assert paper_id(**{field: "x"}) != paper_id(), field
+    assert paper_id(teacher_sft="lora") != paper_id() != paper_id(sft_val_examples=8)
     # a local data copy is meant to hold the same data: no new id
-    moved = get_profile("colab", data_dir="/data")
-    assert run_id(RunConfig(moved, pair="qwen-small", task="gsm8k")) == plain_id
+    assert paper_id(data_dir="/data") == paper_id(gradient_checkpointing=False) == paper_id()
 
 
 def test_checkpoint_overrides_need_one_hub_pair():

@@ -490,3 +490,90 @@ def test_validation_losses_at_the_real_vocabulary_stay_under_2_gib():
     peak_gib = float(out.stdout.split()[-1])
     # [16, 256, 151936] fp32 logits alone are 2.3 GiB per model
     assert peak_gib < 2.0, f"peak resident memory {peak_gib:.2f} GiB"
+
+
+def _saved_bytes(model, ids) -> int:
+    """Bytes the forward keeps for the backward pass (what activation memory is)."""
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(input_ids=ids).logits.float().mean().backward()
+    return sum(saved)
+
+
+def test_gradient_checkpointing_trains_the_same_weights_with_fewer_saved_activations(tokenizer):
+    """A profile's gradient_checkpointing keeps each layer's input instead of its activations: the
+    forward saves a fraction of the bytes, and SFT ends with exactly the weights of a plain run
+    (dropout's draws replayed)."""
+    shape = get_profile("smoke").teacher_shape
+    examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)[:40]
+    pairs = [
+        (tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"])
+        for e in examples
+    ]
+    ids = torch.tensor([pairs[0][0] + pairs[0][1]])
+    trained = {}
+    for on in (False, True):
+        model = models.tiny_model("tiny-qwen", shape, tokenizer, dropout=0.1, seed=5).train()
+        models.gradient_checkpointing(model, on)
+        trained[on] = _saved_bytes(model, ids)
+        model.zero_grad()
+        models.gradient_checkpointing(model, False)
+        torch.manual_seed(0)
+        train.supervised_finetune(
+            model, pairs[:32], pairs[32:], 3, 1e-3, 8, tokenizer.pad_token_id, checkpointing=on
+        )
+        trained[on] = (trained[on], model.state_dict())
+    (plain_bytes, plain), (checkpointed_bytes, checkpointed) = trained[False], trained[True]
+    assert checkpointed_bytes < 0.5 * plain_bytes, (checkpointed_bytes, plain_bytes)
+    assert all(torch.equal(plain[name], checkpointed[name]) for name in plain)
+
+
+def test_sft_backward_in_head_pieces_gives_the_plain_gradients(monkeypatch, tokenizer):
+    """With a logits budget of 7 positions the output head runs in many pieces, each with its own
+    backward pass: the loss and every gradient (the tied embedding's too) are those of one pass."""
+    from adaswitch_lib import losses
+
+    examples = load_task("synth_gsm", "train", synth_config=SMOKE.synth)[:6]
+    pairs = [
+        (tokenizer(format_prompt(e))["input_ids"], tokenizer(format_completion(e))["input_ids"])
+        for e in examples
+    ]
+    results = []
+    for budget in (None, 4 * len(tokenizer) * 7):
+        if budget:
+            monkeypatch.setattr(losses, "LOGITS_BUDGET_BYTES", budget)
+        model = models.tiny_model("tiny-qwen", SMOKE.teacher_shape, tokenizer, seed=6).train()
+        loss = train.sft_backward(model, pairs, tokenizer.pad_token_id, length_groups=2)
+        results.append((loss, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain_loss, plain), (pieces_loss, pieces) = results
+    assert losses.positions_within(len(tokenizer)) == 7
+    assert pieces_loss.item() == pytest.approx(plain_loss.item(), rel=1e-6)
+    for name in plain:
+        torch.testing.assert_close(pieces[name], plain[name], rtol=1e-5, atol=1e-7)
+
+
+def test_lora_teacher_sft_trains_adapters_and_saves_a_plain_checkpoint(tmp_path):
+    """teacher_sft = "lora": only the adapters train (the embeddings keep their initial values
+    exactly), they are merged into the linear layers' weights, and the saved teacher is a plain
+    checkpoint that loads without peft. The route is part of the pair's cache key."""
+    profile = get_profile("smoke", teacher_sft="lora", lora_rank=4, teacher_lr=1e-2)
+    assert train.pair_key(profile, "tiny-qwen", "synth_gsm") != train.pair_key(
+        SMOKE, "tiny-qwen", "synth_gsm"
+    )
+    folder = train.prepare_pair(profile, "tiny-qwen", "synth_gsm", tmp_path)
+    assert not list((folder / "teacher").glob("adapter*"))
+    saved = AutoModelForCausalLM.from_pretrained(folder / "teacher").state_dict()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
+    initial = models.tiny_model("tiny-qwen", profile.teacher_shape, tokenizer, seed=1).state_dict()
+    assert saved.keys() == initial.keys()
+    assert torch.equal(saved["model.embed_tokens.weight"], initial["model.embed_tokens.weight"])
+    for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"):
+        key = f"model.layers.0.{name}.weight"
+        assert not torch.equal(saved[key], initial[key]), key
+    history = json.loads((folder / "metrics.json").read_text())["teacher_sft"]
+    assert history["best_val_loss"] < history["val_loss"][0][1]

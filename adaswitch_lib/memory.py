@@ -1,0 +1,205 @@
+"""Peak GPU memory of each phase of a profile, from the models' shapes: does it fit a GPU?
+
+    python -m adaswitch_lib.plan --memory --profile colab --gpu t4
+    python -m adaswitch_lib.plan --memory --profile paper            # every GPU of GPUS
+
+Arithmetic, not a measurement: weights, gradients and AdamW states by parameter count; activations
+per token and layer as a Qwen2/Llama layer keeps them for its backward pass (the coefficients are
+measured: benchmarks/bench_memory.py, docs/gpu.md); logits by the vocabulary. Every row is taken at
+the profile's full prompt and response lengths, so real batches, mostly shorter, peak lower. The
+CUDA context and the allocator's fragmentation come on top (about 0.5-1 GiB).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaswitch_lib.config import Profile
+from adaswitch_lib.data import token_limits
+from adaswitch_lib.errors import ConfigError
+from adaswitch_lib.losses import LOGITS_BUDGET_BYTES, positions_within
+from adaswitch_lib.models import pair_checkpoints
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What memory depends on in a Qwen2/Llama checkpoint (its config.json)."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.hidden // self.heads
+
+    @property
+    def parameters(self) -> int:
+        """Tied input and output embeddings (all five published models tie them)."""
+        h, per_layer = self.hidden, 0
+        per_layer += h * (2 * h + 2 * self.kv_width) + 3 * h * self.intermediate + 2 * h
+        return self.vocab * h + self.layers * per_layer + h
+
+
+# the published configs (base and -Instruct share their shapes)
+PUBLISHED = {
+    "Qwen/Qwen2.5-0.5B": Shape(24, 896, 14, 2, 4864, 151936),
+    "Qwen/Qwen2.5-1.5B": Shape(28, 1536, 12, 2, 8960, 151936),
+    "Qwen/Qwen2.5-3B": Shape(36, 2048, 16, 2, 11008, 151936),
+    "meta-llama/Llama-3.2-1B": Shape(16, 2048, 32, 8, 8192, 128256),
+    "meta-llama/Llama-3.2-3B": Shape(28, 3072, 24, 8, 8192, 128256),
+}
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    gib: float  # what torch can allocate, about
+    bf16: bool
+
+
+GPUS = {
+    "t4": GPU("T4 16 GB", 14.7, bf16=False),
+    "l4": GPU("L4 24 GB", 22.0, bf16=True),
+    "a100-40": GPU("A100 40 GB", 39.4, bf16=True),
+    "a100-80": GPU("A100 80 GB", 79.1, bf16=True),
+    "h100": GPU("H100 80 GB", 79.1, bf16=True),
+}
+
+
+def shape_of(name_or_path: str) -> Shape:
+    """A published model's shape, or a local folder's from its config.json."""
+    published = PUBLISHED.get(name_or_path.removesuffix("-Instruct"))
+    if published is not None:
+        return published
+    config_file = Path(name_or_path) / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(
+            f"no shape known for {name_or_path}: give a local folder with a config.json or one of "
+            f"{', '.join(PUBLISHED)}"
+        )
+    import json
+
+    c = json.loads(config_file.read_text())
+    return Shape(
+        c["num_hidden_layers"],
+        c["hidden_size"],
+        c["num_attention_heads"],
+        c.get("num_key_value_heads", c["num_attention_heads"]),
+        c["intermediate_size"],
+        c["vocab_size"],
+    )
+
+
+def activation_bytes(shape: Shape, tokens: int, half: bool, checkpointing: bool) -> float:
+    """What a training forward over `tokens` keeps for the backward pass. Per token and layer,
+    measured: 36 h + 16 I bytes in fp32, 32 h + 8 I under 16-bit autocast (the residual stream and
+    the norms stay fp32). Checkpointing keeps each layer's fp32 input, and recomputes one layer's
+    activations at a time."""
+    h, inter = shape.hidden, shape.intermediate
+    per_layer = (32 * h + 8 * inter) if half else (36 * h + 16 * inter)
+    if checkpointing:
+        return tokens * (4 * h * shape.layers + per_layer)
+    return tokens * per_layer * shape.layers
+
+
+def kv_cache_bytes(shape: Shape, tokens: int, element: int) -> float:
+    return 2 * shape.layers * shape.kv_width * tokens * element
+
+
+def training_states(shape: Shape, half: bool, checkpointing: bool) -> float:
+    """fp32 weights, gradients and AdamW's two moments (16 bytes a parameter); under autocast
+    without checkpointing, the 16-bit copy of each layer's weights kept for the backward pass."""
+    return shape.parameters * (16 + (2 if half and not checkpointing else 0))
+
+
+def lora_parameters(shape: Shape, rank: int) -> int:
+    """Adapters of rank r on q, k, v, o, gate, up and down: r x (inputs + outputs) each."""
+    h, kv, inter = shape.hidden, shape.kv_width, shape.intermediate
+    return rank * shape.layers * (9 * h + 2 * kv + 3 * inter)
+
+
+def sft_states(profile: Profile, shape: Shape, half: bool) -> float:
+    """The teacher's SFT: full fine-tuning's `training_states`, or under LoRA frozen fp32 weights
+    with the adapters' weights, gradients and AdamW states."""
+    if profile.teacher_sft == "full":
+        return training_states(shape, half, profile.gradient_checkpointing)
+    copies = 2 if half and not profile.gradient_checkpointing else 0
+    return shape.parameters * (4 + copies) + 16 * lora_parameters(shape, profile.lora_rank)
+
+
+def phases(profile: Profile, pair: str, task: str, gpu: GPU) -> dict[str, float]:
+    """Peak bytes of each phase of a Hub pair on a task (tiny pairs fit anything)."""
+    teacher_checkpoint, student_checkpoint = pair_checkpoints(profile, pair)
+    teacher, student = (
+        shape_of(teacher_checkpoint.name_or_path),
+        shape_of(student_checkpoint.name_or_path),
+    )
+    prompt, new = token_limits(profile, task)
+    row = prompt + new
+    half, checkpointing = True, profile.gradient_checkpointing  # autocast: bf16, or fp16 (T4)
+    frozen = 2 if gpu.bf16 and profile.dtype != "float32" else 4  # the KD teacher's bytes a weight
+    sft_rows = math.ceil(profile.teacher_batch_size / profile.length_groups)
+    kd_rows = profile.kd_batch_size // profile.grad_accum_steps
+    update_rows = math.ceil(kd_rows / profile.length_groups)
+    # the head's output per response position: 16-bit, its fp32 copy, the softmax, the gradient;
+    # SFT runs the head in pieces of positions_within(vocab) positions
+    sft_positions = min(sft_rows * new, positions_within(teacher.vocab))
+    sft_logits = sft_positions * teacher.vocab * (2 + 4 + 4 + 4)
+    # student logits and their gradient, the teacher's, and the loss's workspace, all fp32
+    kd_logits = update_rows * new * student.vocab * (4 + 4 + 4 + 8)
+    kd_resident = frozen * teacher.parameters + training_states(student, half, checkpointing)
+    return {
+        "teacher SFT": sft_states(profile, teacher, half)  # the base student waits on the CPU
+        + activation_bytes(teacher, sft_rows * row, half, checkpointing)
+        + sft_logits,
+        "pair evaluation (greedy)": 4 * (teacher.parameters + student.parameters)
+        + kv_cache_bytes(teacher, profile.eval_batch_size * row, 4)
+        + 2 * 4 * profile.eval_batch_size * teacher.vocab,
+        "KD sampling": kd_resident
+        + kv_cache_bytes(teacher, kd_rows * row, frozen)
+        + kv_cache_bytes(student, kd_rows * row, 4)
+        + kd_rows * new * teacher.vocab * 4,  # teacher logits a sampler keeps (SKD, AdaSwitch)
+        "KD student update": kd_resident
+        + activation_bytes(student, update_rows * row, half, checkpointing)
+        + kd_logits,
+        "KD validation": kd_resident + 3 * LOGITS_BUDGET_BYTES,
+        "KD evaluation (greedy)": kd_resident
+        + kv_cache_bytes(student, profile.eval_batch_size * row, 4)
+        + 2 * 4 * profile.eval_batch_size * student.vocab,
+    }
+
+
+def memory_table(profile: Profile, gpus=None):
+    """Peak GiB of every phase of every Hub pair and training task of the profile, per GPU."""
+    import pandas as pd
+
+    hub_pairs = [p for p in profile.pairs if not p.startswith("tiny-")]
+    if not hub_pairs:
+        raise ConfigError(f"profile {profile.name} has only tiny pairs: they fit any GPU")
+    rows = []
+    for key in gpus or GPUS:
+        if key not in GPUS:
+            raise ConfigError(f"unknown GPU {key!r}; valid names: {', '.join(GPUS)}")
+        gpu = GPUS[key]
+        for pair in hub_pairs:
+            for task in profile.train_tasks:
+                for phase, used in phases(profile, pair, task, gpu).items():
+                    rows.append(
+                        dict(
+                            gpu=gpu.name,
+                            pair=pair,
+                            task=task,
+                            phase=phase,
+                            gib=round(used / GIB, 1),
+                            fits="yes" if used / GIB <= gpu.gib else "NO",
+                        )
+                    )
+    return pd.DataFrame(rows)

@@ -1,0 +1,80 @@
+"""The memory estimator: published parameter counts, the activation term, and the per-GPU verdicts
+it gives the Hub profiles (docs/gpu.md prints the table)."""
+
+import pytest
+
+from adaswitch_lib.config import get_profile
+from adaswitch_lib.errors import ConfigError
+from adaswitch_lib.memory import GIB, GPUS, PUBLISHED, activation_bytes, memory_table, shape_of
+from adaswitch_lib.plan import main as plan_main
+
+
+@pytest.mark.parametrize(
+    "name, billions",
+    [
+        ("Qwen/Qwen2.5-0.5B", 0.494),  # the model cards' counts
+        ("Qwen/Qwen2.5-1.5B", 1.54),
+        ("Qwen/Qwen2.5-3B", 3.09),
+        ("meta-llama/Llama-3.2-1B", 1.24),
+        ("meta-llama/Llama-3.2-3B", 3.21),
+    ],
+)
+def test_published_shapes_give_the_published_parameter_counts(name, billions):
+    assert PUBLISHED[name].parameters / 1e9 == pytest.approx(billions, abs=0.006)
+    assert shape_of(name + "-Instruct") == PUBLISHED[name]
+
+
+def test_activation_term_matches_the_bytes_a_layer_saves_for_backward():
+    """Per token and layer, as benchmarks/bench_memory.py measured them at Qwen2.5-0.5B's shape:
+    107,584 B in fp32, 66,368 B under bf16 autocast, 3,584 B (the fp32 layer input) checkpointed."""
+    shape = PUBLISHED["Qwen/Qwen2.5-0.5B"]
+    per_layer = {
+        (False, False): 107584,
+        (True, False): 66368,
+    }
+    for (half, checkpointing), measured in per_layer.items():
+        estimate = activation_bytes(shape, 1, half, checkpointing) / shape.layers
+        assert estimate == pytest.approx(measured, rel=0.03)
+    # checkpointed: every layer's input, plus one layer recomputed at a time
+    kept = activation_bytes(shape, 1000, True, True)
+    assert kept == 1000 * (3584 * shape.layers + activation_bytes(shape, 1, True, False) / 24)
+
+
+def _fits(table, phase: str) -> dict:
+    rows = table[table["phase"] == phase]
+    return {gpu: set(group["fits"]) == {"yes"} for gpu, group in rows.groupby("gpu")}
+
+
+def test_the_estimator_says_where_each_hub_profile_fits():
+    paper = memory_table(get_profile("paper"), ["h100"])
+    assert (paper["fits"] == "yes").all(), paper  # the paper's setting fits one 80 GB card
+    gpus = ["t4", "l4", "a100-40"]
+    colab = memory_table(get_profile("colab"), gpus)
+    # colab's LoRA teacher SFT fits every GPU named; its KD step fits the L4, not the T4
+    assert _fits(colab, "teacher SFT") == {"T4 16 GB": True, "L4 24 GB": True, "A100 40 GB": True}
+    assert _fits(colab, "KD student update") == {
+        "T4 16 GB": False,
+        "L4 24 GB": True,
+        "A100 40 GB": True,
+    }
+    # full fine-tuning of the 1.5B teacher: 16 bytes a parameter (~23 GiB) before any activation
+    full = memory_table(get_profile("colab", teacher_sft="full"), gpus)
+    assert _fits(full, "teacher SFT") == {"T4 16 GB": False, "L4 24 GB": False, "A100 40 GB": True}
+    # without gradient checkpointing every training phase needs more
+    plain = memory_table(get_profile("colab", gradient_checkpointing=False), gpus)
+    for phase in ("teacher SFT", "KD student update"):
+        assert (
+            plain[plain["phase"] == phase]["gib"].values
+            > colab[colab["phase"] == phase]["gib"].values
+        ).all()
+    assert GPUS["t4"].gib * GIB < 16e9
+
+
+def test_plan_memory_prints_the_table_and_refuses_tiny_profiles(capsys):
+    assert plan_main(["--memory", "--profile", "colab", "--gpu", "l4"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher SFT" in out and "L4 24 GB" in out
+    assert plan_main(["--memory", "--profile", "cpu"]) == 2
+    assert "only tiny pairs" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown GPU"):
+        memory_table(get_profile("colab"), ["v100"])
