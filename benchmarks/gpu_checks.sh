@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The speed checks that need a GPU, in one run of about 10 minutes on one 80 GB-class card:
-# the sampler at Qwen2.5-1.5B -> 0.5B shapes in the three switch regimes (each capped, so a stall
-# shows as TIMEOUT instead of hanging the rest), one distillation step of each method at
-# Qwen2.5-3B -> 0.5B shapes in bf16, and the loss's peak GPU memory at vocab 151,936.
+# The checks that need a GPU, in one run capped at 10 minutes (the caps below add up to 600 s) on one 80 GB-class card: the sampler
+# at Qwen2.5-1.5B -> 0.5B shapes in the three switch regimes (each capped, so a stall shows as
+# TIMEOUT instead of hanging the rest), one distillation step of each method at Qwen2.5-3B -> 0.5B
+# shapes in bf16, the loss's peak GPU memory at vocab 151,936, and every phase of a colab-shaped
+# run (teacher SFT, evaluation, each method, validation) against the memory estimator.
 #
 #   benchmarks/gpu_checks.sh [OUT_DIR]      # default results/gpu-checks; one log per check there
 #
 # Random-init models built from the published configs: no weights, no network. Needs torch with
-# CUDA and transformers; the kit is imported from this folder (no install needed). PYTHON picks
+# CUDA, transformers, accelerate and peft; the kit is imported from this folder (no install
+# needed). PYTHON picks
 # the interpreter (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,11 +38,14 @@ check() {  # check NAME SECONDS COMMAND...: run it with a time cap, log to $out/
 sampler=(benchmarks/bench_sampler.py --device cuda --dtype bfloat16 --teacher-shape 28,1536,12,2,8960
          --student-shape 24,896,14,2,4864 --vocab 151936 --batch 16 --prompt-tokens 128 --new-tokens 96
          --head-scale 4 --draft-chunk 8 --repeats 2)
-check sampler-no-switch 150 "$py" "${sampler[@]}" --regimes "no switch"
-check sampler-late-switch 150 "$py" "${sampler[@]}" --regimes "late switch"
-check sampler-early-switch 150 "$py" "${sampler[@]}" --regimes "early switch"
-check step-qwen3b-0.5b 240 "$py" benchmarks/bench_step.py --teacher-shape 36,2048,16,2,11008 \
+check sampler-no-switch 90 "$py" "${sampler[@]}" --regimes "no switch"
+check sampler-late-switch 90 "$py" "${sampler[@]}" --regimes "late switch"
+check sampler-early-switch 90 "$py" "${sampler[@]}" --regimes "early switch"
+check step-qwen3b-0.5b 150 "$py" benchmarks/bench_step.py --teacher-shape 36,2048,16,2,11008 \
   --student-shape 24,896,14,2,4864 --vocab 151936 --teacher-dtype bfloat16 --batch 8 --new-tokens 64 \
   --steps 4 --repeats 1 --methods on_policy,off_policy,skd,adaswitch
-check loss-memory 90 "$py" benchmarks/bench_loss.py --device cuda
+check loss-memory 30 "$py" benchmarks/bench_loss.py --device cuda
+# each phase of a colab-shaped run (teacher SFT by LoRA, evaluation, 2 steps of every method, the
+# validation loss): seconds and peak memory beside the memory estimator's figure
+check phases-colab 150 "$py" benchmarks/bench_phases.py --device cuda --profile colab --pair qwen-small --task gsm8k --steps 1
 exit $status

@@ -78,3 +78,23 @@ def test_plan_memory_prints_the_table_and_refuses_tiny_profiles(capsys):
     assert "only tiny pairs" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown GPU"):
         memory_table(get_profile("colab"), ["v100"])
+
+
+def test_the_phase_benchmark_runs_every_phase_on_cpu():
+    """benchmarks/bench_phases.py (what gpu_checks.sh runs at colab shapes) at small shapes: every
+    phase runs and gets a row beside the estimator's figure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_phases.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--steps", "1", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert names[:2] == ["teacher SFT (1 steps)", "pair evaluation (greedy)"]
+    assert names[-1] == "KD validation" and len(names) == 2 + 7 + 1
