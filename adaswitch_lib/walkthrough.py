@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from adaswitch_lib import models
 from adaswitch_lib.config import (
     Profile,
     RunConfig,
@@ -34,6 +35,7 @@ from adaswitch_lib.data import (
     token_limits,
     tokenize_prompts,
 )
+from adaswitch_lib.errors import ConfigError
 from adaswitch_lib.losses import position_divergence
 from adaswitch_lib.models import stop_token_ids
 from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, pair_folder_if_ready, prepare_pair
@@ -44,11 +46,20 @@ from adaswitch_lib.targets import sampler_config
 STUDENT_COLOUR, TEACHER_COLOUR = "#cfe2f3", "#f9cb9c"
 
 
-def load_pair(profile: str | Profile, pair: str, task: str, cache_dir=CACHE_ROOT):
+def load_pair(
+    profile: str | Profile,
+    pair: str,
+    task: str,
+    cache_dir=CACHE_ROOT,
+    off_the_shelf: bool = False,
+):
     """(teacher, student, tokenizer, test examples) of a prepared pair; prepares it first when
     missing, saying so (a few minutes on the cpu profile, seconds on smoke). `profile`: a Profile
-    or a profile's name."""
+    or a profile's name. `off_the_shelf`: a Hub pair's checkpoints as they are, without any
+    fine-tuning (no preparation: AdaSwitch on the published Qwen2.5 pair in minutes)."""
     profile = as_profile(profile)
+    if off_the_shelf:
+        return _off_the_shelf(profile, pair, task)
     if pair_folder_if_ready(profile, pair, task, Path(cache_dir)) is None:
         print(
             f"preparing {pair} on {task} for the {profile.name} profile first "
@@ -62,13 +73,29 @@ def load_pair(profile: str | Profile, pair: str, task: str, cache_dir=CACHE_ROOT
     return teacher, student, tokenizer, load_profile_task(profile, task, "test")
 
 
+def _off_the_shelf(profile: Profile, pair: str, task: str):
+    if pair.startswith("tiny-"):
+        raise ConfigError(
+            f"off_the_shelf takes a Hub pair (qwen, llama, qwen-small); {pair} exists only once "
+            "prepared"
+        )
+    teacher, student = models.pair_checkpoints(profile, pair)
+    tokenizer = models.load_tokenizer(student.name_or_path, student.revision)
+    return (
+        models.load_model(teacher.name_or_path, profile.dtype, revision=teacher.revision),
+        models.load_model(student.name_or_path, "float32", revision=student.revision),
+        tokenizer,
+        load_profile_task(profile, task, "test"),
+    )
+
+
 def _one_target(
     profile, run: RunConfig, method: str, teacher, student, tokenizer, example, seed: int
 ):
     """(prompt ids, mask, the sampled Targets) for one prompt under `method`'s sampler."""
     max_prompt, max_new = token_limits(profile, run.task)
     prompts = tokenize_prompts(tokenizer, [example], max_prompt, prompt_style(profile))
-    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id, next(student.parameters()).device)
     sampler = {"adaswitch": "adaswitch", "skd": "skd"}.get(method, "student")
     cfg = sampler_config(
         run, tokenizer, max_new, eos_token_id=stop_token_ids(tokenizer, student, teacher)
@@ -195,9 +222,14 @@ def main(argv=None) -> int:
     parser.add_argument("--K", type=float, default=3.0)
     parser.add_argument("--L", type=int, default=10)
     parser.add_argument("--example", type=int, default=0)
+    parser.add_argument(
+        "--off-the-shelf", action="store_true", help="a Hub pair's checkpoints, no fine-tuning"
+    )
     args = parser.parse_args(argv)
     profile = get_profile(args.profile, **profile_overrides_from_args(args))
-    teacher, student, tokenizer, examples = load_pair(profile, args.pair, args.task)
+    teacher, student, tokenizer, examples = load_pair(
+        profile, args.pair, args.task, off_the_shelf=args.off_the_shelf
+    )
     t = trace(
         profile,
         args.pair,

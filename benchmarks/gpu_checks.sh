@@ -9,8 +9,7 @@
 #
 # Random-init models built from the published configs: no weights, no network. Needs torch with
 # CUDA, transformers, accelerate and peft; the kit is imported from this folder (no install
-# needed). PYTHON picks
-# the interpreter (default python3).
+# needed). PYTHON picks the interpreter (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-results/gpu-checks}

@@ -158,3 +158,28 @@ def test_a_hub_id_loads_from_an_offline_cache(shared_data, tmp_path):
         [sys.executable, "-c", missing], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert done.returncode != 0 and "DataUnavailableError: cannot load model" in done.stderr
+
+
+def test_the_walkthrough_runs_on_off_the_shelf_hub_checkpoints(shared_data, data_dir, tmp_path):
+    """AdaSwitch on an -Instruct Hub pair as published, with no preparation: the walkthrough's
+    trace of one GSM8K test prompt, written in the chat template, under the real tokenizer."""
+    from adaswitch_lib.config import get_profile
+    from adaswitch_lib.walkthrough import load_pair, trace
+
+    teacher, student = _pair(shared_data, tmp_path, "qwen", "instruct")
+    profile = get_profile(
+        "colab",
+        teacher_model=str(teacher),
+        student_model=str(student),
+        data_dir=str(data_dir),
+        max_new_tokens_gsm=24,
+    )
+    cache = tmp_path / "cache"
+    pair = load_pair(profile, "qwen-small", "gsm8k", cache, off_the_shelf=True)
+    assert not cache.exists()  # nothing prepared
+    t = trace(profile, "qwen-small", "gsm8k", *pair[:3], pair[3][0], K=1.0, L=4)
+    assert t["prompt"].startswith("system\nYou are Qwen") and "Janet" in t["prompt"]
+    assert len(t["tokens"]) == len(t["d"]) == len(t["who"]) and len(t["tokens"]) > 4
+    assert t["who"][0] == "student"
+    with pytest.raises(config.ConfigError, match="takes a Hub pair"):
+        load_pair(get_profile("smoke"), "tiny-qwen", "synth_gsm", cache, off_the_shelf=True)
