@@ -497,10 +497,13 @@ _PROFILES = {
         fig6_k=(1.0, 2.0, 3.0, 4.0, 5.0),
         fig6_window=(5, 10, 15, 20),
     ),
-    # one Colab GPU
+    # one Colab GPU, one session: Table 1's Qwen GSM8K and GSM-Plus columns and Table 2 (about
+    # 4 h on an L4 by runtime.py's roofline; --set train_tasks=dialogsum,gsm8k adds DialogSum)
     "colab": dict(
         name="colab",
         pairs=("qwen-small",),
+        train_tasks=("gsm8k",),
+        eval_tasks=("gsm8k", "gsm_plus"),
         instruct=True,
         n_kd=1000,
         max_eval_examples=500,

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaswitch_lib import atomic
+from adaswitch_lib import atomic, runtime
 from adaswitch_lib.config import (
     Profile,
     add_profile_options,
@@ -96,11 +96,18 @@ def default_jobs(profile: Profile) -> int:
     return max(1, os.cpu_count() or 1) if profile.offline else 1
 
 
-def _estimate(profile: Profile, method: str, history) -> float:
+def _estimate(profile: Profile, run, history) -> float:
+    """A run's seconds: the median of the finished runs of its method, else a roofline from the
+    shapes on this machine's GPU (Hub pairs, runtime.py), else the cpu profile's per-step
+    constants."""
+    method = run.method
     if history is not None and not history.empty and "timings.total" in history:
         same = history[(history["kind"] == "distillation") & (history["method"] == method)]
         if not same.empty:
             return float(same["timings.total"].median())
+    if not profile.offline:
+        gpu = runtime.detected_gpu()
+        return runtime.distill_seconds(profile, run.pair, run.task, method, gpu) + JOB_OVERHEAD
     steps = profile.kd_steps or 100
     return (
         10.0
@@ -109,12 +116,14 @@ def _estimate(profile: Profile, method: str, history) -> float:
     )
 
 
-def _prepare_estimate(profile: Profile, task: str) -> float:
+def _prepare_estimate(profile: Profile, pair: str, task: str) -> float:
     """Seconds to prepare a pair on one core (the cpu profile's medians, results/cpu/manifest.json).
     The order matters more than the value: preparations start longest first, so that two workers
     finish together instead of one running both long ones."""
     if profile.name == "smoke":
         return 5.0
+    if not pair.startswith("tiny-"):
+        return runtime.prepare_seconds(profile, pair, task, runtime.detected_gpu())
     teacher_steps, warmup_steps = task_sft_steps(profile, task)
     tokens = sum(token_limits(profile, task))
     return 20.0 + tokens * (
@@ -142,7 +151,7 @@ def _run_jobs(profile: Profile, planned, common: dict, results_dir, cache_dir) -
             seed=run.seed,
             cache_dir=str(cache_dir),
         )
-        estimate = _estimate(profile, run.method, history)
+        estimate = _estimate(profile, run, history)
         done = (run_folder(run) / "record.json").is_file()
         jobs.append(
             Job(
@@ -182,7 +191,7 @@ def _preparation_jobs(
                 "02_prepare.ipynb",
                 params,
                 f"prepare-{pair}-{task}",
-                estimate=_prepare_estimate(profile, task),
+                estimate=_prepare_estimate(profile, pair, task),
                 done=done,
             )
         )
@@ -337,7 +346,8 @@ def run_pipeline(
     print(
         f"==> [{profile.name}] {len(plan)} jobs ({len(plan) - len(todo)} finished before), {jobs} "
         f"at a time x {threads} torch thread(s); estimated "
-        f"{_clock(sum(j.estimate for j in todo) / jobs)}",
+        f"{_clock(sum(j.estimate for j in todo) / jobs)}"
+        + ("" if profile.offline else f" (a roofline on one {runtime.detected_gpu()}: runtime.py)"),
         flush=True,
     )
     if dry_run:

@@ -91,6 +91,7 @@ ORDER = [
     "data",
     "models",
     "memory",
+    "runtime",
     "decoding",
     "rules",
     "reference",
