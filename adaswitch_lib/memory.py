@@ -14,48 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from adaswitch_lib.config import Profile
 from adaswitch_lib.data import token_limits
 from adaswitch_lib.errors import ConfigError
 from adaswitch_lib.losses import LOGITS_BUDGET_BYTES, positions_within
-from adaswitch_lib.models import pair_checkpoints
+from adaswitch_lib.models import Shape, pair_checkpoints, shape_of
 
 GIB = 2**30
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What memory depends on in a Qwen2/Llama checkpoint (its config.json)."""
-
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    vocab: int
-
-    @property
-    def kv_width(self) -> int:
-        return self.kv_heads * self.hidden // self.heads
-
-    @property
-    def parameters(self) -> int:
-        """Tied input and output embeddings (all five published models tie them)."""
-        h, per_layer = self.hidden, 0
-        per_layer += h * (2 * h + 2 * self.kv_width) + 3 * h * self.intermediate + 2 * h
-        return self.vocab * h + self.layers * per_layer + h
-
-
-# the published configs (base and -Instruct share their shapes)
-PUBLISHED = {
-    "Qwen/Qwen2.5-0.5B": Shape(24, 896, 14, 2, 4864, 151936),
-    "Qwen/Qwen2.5-1.5B": Shape(28, 1536, 12, 2, 8960, 151936),
-    "Qwen/Qwen2.5-3B": Shape(36, 2048, 16, 2, 11008, 151936),
-    "meta-llama/Llama-3.2-1B": Shape(16, 2048, 32, 8, 8192, 128256),
-    "meta-llama/Llama-3.2-3B": Shape(28, 3072, 24, 8, 8192, 128256),
-}
 
 
 @dataclass(frozen=True)
@@ -72,30 +38,6 @@ GPUS = {
     "a100-80": GPU("A100 80 GB", 79.1, bf16=True),
     "h100": GPU("H100 80 GB", 79.1, bf16=True),
 }
-
-
-def shape_of(name_or_path: str) -> Shape:
-    """A published model's shape, or a local folder's from its config.json."""
-    published = PUBLISHED.get(name_or_path.removesuffix("-Instruct"))
-    if published is not None:
-        return published
-    config_file = Path(name_or_path) / "config.json"
-    if not config_file.is_file():
-        raise ConfigError(
-            f"no shape known for {name_or_path}: give a local folder with a config.json or one of "
-            f"{', '.join(PUBLISHED)}"
-        )
-    import json
-
-    c = json.loads(config_file.read_text())
-    return Shape(
-        c["num_hidden_layers"],
-        c["hidden_size"],
-        c["num_attention_heads"],
-        c.get("num_key_value_heads", c["num_attention_heads"]),
-        c["intermediate_size"],
-        c["vocab_size"],
-    )
 
 
 def activation_bytes(shape: Shape, tokens: int, half: bool, checkpointing: bool) -> float:

@@ -9,6 +9,7 @@ saved with `save_pretrained`, so tiny and Hub models load through the same `Auto
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from adaswitch_lib.config import PAIRS, Profile, TinyShape, _check_name
-from adaswitch_lib.errors import DataUnavailableError, hub_unreachable
+from adaswitch_lib.errors import ConfigError, DataUnavailableError, hub_unreachable
 
 # teacher, student. The paper prints "Llama-3.1-3B/1B"; the public 1B/3B Llama models are 3.2.
 HUB_PAIRS = {
@@ -52,6 +53,85 @@ def pair_checkpoints(profile: Profile, pair: str) -> tuple[Checkpoint, Checkpoin
     return (
         Checkpoint(profile.teacher_model or teacher, profile.teacher_revision or None),
         Checkpoint(profile.student_model or student, profile.student_revision or None),
+    )
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What memory depends on in a Qwen2/Llama checkpoint (its config.json)."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.hidden // self.heads
+
+    @property
+    def parameters(self) -> int:
+        """Tied input and output embeddings (all five published models tie them)."""
+        h, per_layer = self.hidden, 0
+        per_layer += h * (2 * h + 2 * self.kv_width) + 3 * h * self.intermediate + 2 * h
+        return self.vocab * h + self.layers * per_layer + h
+
+
+# the published configs (base and -Instruct share their shapes)
+PUBLISHED = {
+    "Qwen/Qwen2.5-0.5B": Shape(24, 896, 14, 2, 4864, 151936),
+    "Qwen/Qwen2.5-1.5B": Shape(28, 1536, 12, 2, 8960, 151936),
+    "Qwen/Qwen2.5-3B": Shape(36, 2048, 16, 2, 11008, 151936),
+    "meta-llama/Llama-3.2-1B": Shape(16, 2048, 32, 8, 8192, 128256),
+    "meta-llama/Llama-3.2-3B": Shape(28, 3072, 24, 8, 8192, 128256),
+}
+
+
+def shape_of(name_or_path: str) -> Shape:
+    """A published model's shape, or a local folder's from its config.json."""
+    published = PUBLISHED.get(name_or_path.removesuffix("-Instruct"))
+    if published is not None:
+        return published
+    config_file = Path(name_or_path) / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(
+            f"no shape known for {name_or_path}: give a local folder with a config.json or one of "
+            f"{', '.join(PUBLISHED)}"
+        )
+    c = json.loads(config_file.read_text())
+    return Shape(
+        c["num_hidden_layers"],
+        c["hidden_size"],
+        c["num_attention_heads"],
+        c.get("num_key_value_heads", c["num_attention_heads"]),
+        c["intermediate_size"],
+        c["vocab_size"],
+    )
+
+
+def random_model(shape: Shape, family: str = "qwen", seed: int = 0, **config):
+    """A random-init Qwen2 or Llama causal LM of a shape (tied embeddings), for measurements and
+    tests without weights; `config` adds config fields (special ids, attention, context)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    Config, Model = {
+        "qwen": (Qwen2Config, Qwen2ForCausalLM),
+        "llama": (LlamaConfig, LlamaForCausalLM),
+    }[family]
+    torch.manual_seed(seed)
+    return Model(
+        Config(
+            vocab_size=shape.vocab,
+            hidden_size=shape.hidden,
+            num_hidden_layers=shape.layers,
+            num_attention_heads=shape.heads,
+            num_key_value_heads=shape.kv_heads,
+            intermediate_size=shape.intermediate,
+            tie_word_embeddings=True,
+            **config,
+        )
     )
 
 

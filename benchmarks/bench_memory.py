@@ -33,22 +33,14 @@ def saved_bytes(model, ids, autocast: bool) -> int:
 
 
 def measured_per_token_layer(shape, autocast: bool, checkpointing: bool, rows: int = 2) -> float:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from adaswitch_lib.models import random_model
 
     saved = {}
     for layers in (1, 2):
         for tokens in (64, 128):
-            config = Qwen2Config(
-                vocab_size=256,  # the embedding is not an activation; keep it small
-                hidden_size=shape.hidden,
-                num_hidden_layers=layers,
-                num_attention_heads=shape.heads,
-                num_key_value_heads=shape.kv_heads,
-                intermediate_size=shape.intermediate,
-                attn_implementation="sdpa",
-            )
-            torch.manual_seed(0)
-            model = Qwen2ForCausalLM(config).train()
+            # the embedding is not an activation: a small vocabulary keeps it out of the way
+            small = dataclasses.replace(shape, layers=layers, vocab=256)
+            model = random_model(small, "qwen", 0, attn_implementation="sdpa").train()
             if checkpointing:
                 model.gradient_checkpointing_enable({"use_reentrant": False})
             ids = torch.randint(0, 256, (rows, tokens))
@@ -58,7 +50,8 @@ def measured_per_token_layer(shape, autocast: bool, checkpointing: bool, rows: i
 
 
 def main() -> None:
-    from adaswitch_lib.memory import PUBLISHED, activation_bytes
+    from adaswitch_lib.memory import activation_bytes
+    from adaswitch_lib.models import PUBLISHED
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(PUBLISHED))

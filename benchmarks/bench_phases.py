@@ -40,27 +40,7 @@ TINY = dict(
     kd_batch_size=4,
     eval_batch_size=4,
 )
-TINY_SHAPE = memory.Shape(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=4096)
-
-
-def random_model(shape: memory.Shape, family: str, seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    Config, Model = (
-        (LlamaConfig, LlamaForCausalLM) if family == "llama" else (Qwen2Config, Qwen2ForCausalLM)
-    )
-    torch.manual_seed(seed)
-    config = Config(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
-        intermediate_size=shape.intermediate,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-    )
-    return Model(config)
+TINY_SHAPE = models.Shape(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=4096)
 
 
 class Phases:
@@ -118,11 +98,14 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     base = get_profile(args.profile, **(TINY if args.tiny else {}))
     shapes = [
-        TINY_SHAPE if args.tiny else memory.shape_of(c.name_or_path)
+        TINY_SHAPE if args.tiny else models.shape_of(c.name_or_path)
         for c in models.pair_checkpoints(base, args.pair)
     ]
     family = "llama" if args.pair == "llama" else "qwen"
-    teacher, student = (random_model(s, family, seed) for s, seed in zip(shapes, (1, 2)))
+    teacher, student = (
+        models.random_model(s, family, seed, max_position_embeddings=4096)
+        for s, seed in zip(shapes, (1, 2))
+    )
     with tempfile.TemporaryDirectory() as folder:  # the estimator reads the shapes from here
         for name, model in (("teacher", teacher), ("student", student)):
             model.config.save_pretrained(Path(folder) / name)

@@ -11,14 +11,11 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
-
-# family -> (tokenizer folder stem, architecture, embedding rows, generation EOS ids per variant)
+# family -> (tokenizer folder stem, embedding rows, generation EOS ids per variant)
 FAMILIES = {
-    "qwen": ("qwen2.5", "qwen2", 151936, {"base": [151643], "instruct": [151645, 151643]}),
+    "qwen": ("qwen2.5", 151936, {"base": [151643], "instruct": [151645, 151643]}),
     "llama": (
         "llama-3.2",
-        "llama",
         128256,
         {"base": [128001], "instruct": [128001, 128008, 128009]},
     ),
@@ -34,36 +31,21 @@ def make_checkpoint(
 ) -> Path:
     """A random model of the family's real vocabulary with the real tokenizer, saved as a Hub
     checkpoint folder."""
-    from transformers import (
-        AutoTokenizer,
-        GenerationConfig,
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
+    from transformers import AutoTokenizer, GenerationConfig
 
-    _, arch, vocab, eos = FAMILIES[family]
+    from adaswitch_lib.models import Shape, random_model
+
+    _, vocab, eos = FAMILIES[family]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(shared_data, family, variant))
-    Config, Model = {
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-        "llama": (LlamaConfig, LlamaForCausalLM),
-    }[arch]
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos[variant][-1]
-    config = Config(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=2 * hidden,
+    model = random_model(
+        Shape(2, hidden, 4, 2, 2 * hidden, vocab),
+        family,
+        seed,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
         bos_token_id=bos,
         eos_token_id=eos[variant][0] if len(eos[variant]) == 1 else eos[variant],
     )
-    torch.manual_seed(seed)
-    model = Model(config)
     model.generation_config = GenerationConfig(
         bos_token_id=bos,
         eos_token_id=eos[variant],

@@ -5,7 +5,8 @@ import pytest
 
 from adaswitch_lib.config import get_profile
 from adaswitch_lib.errors import ConfigError
-from adaswitch_lib.memory import GIB, GPUS, PUBLISHED, activation_bytes, memory_table, shape_of
+from adaswitch_lib.memory import GIB, GPUS, activation_bytes, memory_table
+from adaswitch_lib.models import PUBLISHED, shape_of
 from adaswitch_lib.plan import main as plan_main
 
 

@@ -458,18 +458,13 @@ def test_validation_losses_scored_in_pieces_equal_scored_whole(monkeypatch, toke
 # (docs/gpu.md); in pieces under 2 GiB.
 _REAL_VOCAB_VALIDATION = """
 import resource, torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 from adaswitch_lib import evaluate, prepare
 from adaswitch_lib.config import RunConfig, get_profile
+from adaswitch_lib.models import Shape, random_model
 torch.set_num_threads(2)
 V = 151936
-def model(seed, hidden):
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=V, hidden_size=hidden, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-                         tie_word_embeddings=True)
-    return Qwen2ForCausalLM(config).eval()
-teacher, student = model(1, 64), model(2, 32)
+teacher = random_model(Shape(2, 64, 4, 2, 64, V), "qwen", 1).eval()
+student = random_model(Shape(2, 32, 4, 2, 64, V), "qwen", 2).eval()
 g = torch.Generator().manual_seed(0)
 pairs = [(torch.randint(0, V, (100,), generator=g).tolist(),
           torch.randint(0, V, (256,), generator=g).tolist()) for _ in range(16)]

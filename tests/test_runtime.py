@@ -6,7 +6,7 @@ import pytest
 
 from adaswitch_lib import pipeline, runtime
 from adaswitch_lib.config import RunConfig, get_profile
-from adaswitch_lib.memory import PUBLISHED
+from adaswitch_lib.models import PUBLISHED
 
 
 def test_an_on_policy_run_is_its_steps_times_the_roofline_of_one_step():
