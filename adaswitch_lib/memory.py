@@ -19,7 +19,7 @@ from adaswitch_lib.config import Profile
 from adaswitch_lib.data import token_limits
 from adaswitch_lib.errors import ConfigError
 from adaswitch_lib.losses import LOGITS_BUDGET_BYTES, positions_within
-from adaswitch_lib.models import Shape, pair_checkpoints, shape_of
+from adaswitch_lib.models import Shape, pair_shapes
 
 GIB = 2**30
 
@@ -79,11 +79,7 @@ def sft_states(profile: Profile, shape: Shape, half: bool) -> float:
 
 def phases(profile: Profile, pair: str, task: str, gpu: GPU) -> dict[str, float]:
     """Peak bytes of each phase of a Hub pair on a task (tiny pairs fit anything)."""
-    teacher_checkpoint, student_checkpoint = pair_checkpoints(profile, pair)
-    teacher, student = (
-        shape_of(teacher_checkpoint.name_or_path),
-        shape_of(student_checkpoint.name_or_path),
-    )
+    teacher, student = pair_shapes(profile, pair)
     prompt, new = token_limits(profile, task)
     row = prompt + new
     half, checkpointing = True, profile.gradient_checkpointing  # autocast: bf16, or fp16 (T4)

@@ -111,6 +111,11 @@ def shape_of(name_or_path: str) -> Shape:
     )
 
 
+def pair_shapes(profile: Profile, pair: str) -> tuple[Shape, Shape]:
+    """(teacher, student) shapes of a Hub pair under the profile (see `pair_checkpoints`)."""
+    return tuple(shape_of(c.name_or_path) for c in pair_checkpoints(profile, pair))
+
+
 def random_model(shape: Shape, family: str = "qwen", seed: int = 0, **config):
     """A random-init Qwen2 or Llama causal LM of a shape (tied embeddings), for measurements and
     tests without weights; `config` adds config fields (special ids, attention, context)."""

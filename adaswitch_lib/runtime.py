@@ -25,9 +25,8 @@ from adaswitch_lib.config import (
 )
 from adaswitch_lib.data import token_limits
 from adaswitch_lib.errors import KitError
-from adaswitch_lib.memory import shape_of
 from adaswitch_lib.methods import METHODS
-from adaswitch_lib.models import pair_checkpoints
+from adaswitch_lib.models import pair_shapes
 
 MATMUL_EFFICIENCY = 0.4  # share of the dense peak that training matmuls reach
 HALF_BANDWIDTH = 0.6  # share of the memory bandwidth a decode step's weight reads reach
@@ -82,9 +81,7 @@ def _decode_seconds(steps: int, weight_bytes: float, speed: Speed) -> float:
 def distill_seconds(profile: Profile, pair: str, task: str, method: str, gpu: str) -> float:
     """One distillation run: its KD steps (sampling, teacher scoring, student update)."""
     speed = SPEEDS[gpu]
-    teacher, student = (
-        shape_of(c.name_or_path).parameters for c in pair_checkpoints(profile, pair)
-    )
+    teacher, student = (shape.parameters for shape in pair_shapes(profile, pair))
     prompt, new = token_limits(profile, task)
     tokens = profile.kd_batch_size * (prompt + new)
     backward = 3 if profile.gradient_checkpointing else 2  # recomputing a forward costs one more
@@ -103,9 +100,7 @@ def distill_seconds(profile: Profile, pair: str, task: str, method: str, gpu: st
 def prepare_seconds(profile: Profile, pair: str, task: str, gpu: str) -> float:
     """The teacher's SFT and the greedy evaluation of the teacher and the base student."""
     speed = SPEEDS[gpu]
-    teacher, student = (
-        shape_of(c.name_or_path).parameters for c in pair_checkpoints(profile, pair)
-    )
+    teacher, student = (shape.parameters for shape in pair_shapes(profile, pair))
     prompt, new = token_limits(profile, task)
     train, test = SPLIT_SIZES[task]
     steps = math.ceil(profile.teacher_epochs * train / profile.teacher_batch_size)

@@ -97,10 +97,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     base = get_profile(args.profile, **(TINY if args.tiny else {}))
-    shapes = [
-        TINY_SHAPE if args.tiny else models.shape_of(c.name_or_path)
-        for c in models.pair_checkpoints(base, args.pair)
-    ]
+    shapes = [TINY_SHAPE] * 2 if args.tiny else list(models.pair_shapes(base, args.pair))
     family = "llama" if args.pair == "llama" else "qwen"
     teacher, student = (
         models.random_model(s, family, seed, max_position_embeddings=4096)
