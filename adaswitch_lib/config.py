@@ -27,6 +27,7 @@ TASKS = ("gsm8k", "gsm_plus", "dialogsum", "synth_gsm", "synth_gsm_plus", "synth
 METHODS = tuple(_METHOD_TABLE)
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SKD_RULES = ("top_k", "top_p")
+KD_OPTIMIZERS = ("adamw", "adamw_8bit")
 CONTINUATIONS = ("speculative", "exact")  # how a switched AdaSwitch row samples the teacher
 PROFILES = ("smoke", "cpu", "cpu-full", "colab", "paper")
 # Profile fields that replace a Hub pair's checkpoints
@@ -253,6 +254,13 @@ class Profile:
     grad_accum_steps: int = _field(
         1, "micro-batches per step; the gradient equals the one-batch gradient"
     )
+    kd_optimizer: str = _field(
+        "adamw",
+        '"adamw": the student\'s AdamW states in fp32 (8 bytes a parameter); "adamw_8bit": '
+        "bitsandbytes' block-wise 8-bit AdamW (2 bytes a parameter), the route that fits colab's "
+        "KD on a 16 GB T4 (docs/gpu.md)",
+        omit_default=True,
+    )
     length_groups: int = _field(
         1,
         "SFT and KD batches computed as this many groups of rows of similar length, each without "
@@ -343,6 +351,7 @@ class Profile:
         _check_name("kd_mixed_precision", self.kd_mixed_precision, MIXED_PRECISION)
         _check_name("dtype", self.dtype, ("auto", "float32", "bfloat16"))
         _check_name("teacher_sft", self.teacher_sft, ("full", "lora"))
+        _check_name("kd_optimizer", self.kd_optimizer, KD_OPTIMIZERS)
         self._check_checkpoints()
 
     def _check_checkpoints(self):

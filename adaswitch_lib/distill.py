@@ -27,7 +27,14 @@ from adaswitch_lib.config import RunConfig
 from adaswitch_lib.data import EpochOrder
 from adaswitch_lib.decoding import length_groups
 from adaswitch_lib.errors import KitError
-from adaswitch_lib.losses import distill_loss, nll_loss, position_weights
+from adaswitch_lib.losses import (
+    LOGITS_BUDGET_BYTES,
+    distill_loss,
+    distill_loss_from_hidden,
+    nll_loss,
+    nll_loss_from_hidden,
+    position_weights,
+)
 from adaswitch_lib.methods import EARLY_METHODS, get_method
 from adaswitch_lib.models import gradient_checkpointing, stop_token_ids
 from adaswitch_lib.sampler import SamplerConfig, Targets, shared_vocab_size
@@ -72,6 +79,29 @@ def response_logits(model, targets: Targets, vocab: int) -> torch.Tensor:
         use_cache=False,
     )
     return out.logits[:, :-1, :vocab]
+
+
+def response_hidden(model, targets: Targets) -> torch.Tensor:
+    """The final (normed) hidden states at every response position [B, N, hidden]: what
+    `response_logits` sends through the output head. The forward still goes through `model` (DDP's
+    wrapper included); its own head sees one position."""
+    n = targets.response_mask.shape[1]
+    positions = (targets.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=targets.sequences,
+        attention_mask=targets.attention_mask,
+        position_ids=positions,
+        logits_to_keep=1,
+        output_hidden_states=True,
+        use_cache=False,
+    )
+    return out.hidden_states[-1][:, -(n + 1) : -1]
+
+
+def logits_fit(targets: Targets, vocab: int) -> bool:
+    """Whether the student's fp32 logits on these targets fit `LOGITS_BUDGET_BYTES` (always at the
+    tiny pairs' vocabularies; a Hub vocabulary of 151,936 passes it at ~880 response tokens)."""
+    return targets.response_mask.numel() * vocab * 4 <= LOGITS_BUDGET_BYTES
 
 
 def target_loss(
@@ -190,18 +220,35 @@ def imitkd_coins(
 
 def make_optimizer(student, profile, steps: int):
     """AdamW (no decay on biases and norms) with linear warm-up then linear decay, as the SKD code
-    base the paper's baselines come from."""
+    base the paper's baselines come from; its states in fp32, or in 8 bits (`kd_optimizer`)."""
     from transformers import get_linear_schedule_with_warmup
 
     decay = [p for n, p in student.named_parameters() if p.dim() >= 2]
     other = [p for n, p in student.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": other, "weight_decay": 0.0}],
-        lr=profile.kd_lr,
-    )
+    groups = [{"params": decay, "weight_decay": 0.01}, {"params": other, "weight_decay": 0.0}]
+    if profile.kd_optimizer == "adamw_8bit":
+        optimizer = adamw_8bit(groups, lr=profile.kd_lr)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=profile.kd_lr)
     return optimizer, get_linear_schedule_with_warmup(
         optimizer, int(profile.warmup_ratio * steps), steps
     )
+
+
+def adamw_8bit(groups, lr: float):
+    """bitsandbytes' AdamW with block-wise 8-bit moments (tensors under 4,096 entries keep fp32
+    ones); the same defaults as torch's AdamW otherwise. It runs on CUDA and on CPU."""
+    import logging
+
+    # its CPU backend warns, on CPUs with AVX512-BF16, about a 4-bit kernel the kit never uses
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise KitError(
+            "kd_optimizer = adamw_8bit needs bitsandbytes: pip install 'bitsandbytes>=0.50'"
+        ) from None
+    return bitsandbytes.optim.AdamW8bit(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 @dataclass
@@ -222,6 +269,24 @@ class Loop:
     @property
     def method(self):
         return get_method(self.run.method)
+
+
+def update_loss(loop: Loop, targets: Targets, teacher_logits, weights) -> torch.Tensor:
+    """The method's loss on the student being trained. When its logits would pass the budget, they
+    are made a piece of positions at a time from the hidden states (`losses.head_loss`): the same
+    loss and gradients, and the [B, N, vocab] logits never held at once. A sharded student (FSDP,
+    ZeRO-3) always takes the plain path: its head weight lives in shards."""
+    run, model = loop.run, loop.model
+    if logits_fit(targets, loop.vocab) or is_sharded(loop.accelerator):
+        logits = response_logits(model, targets, loop.vocab)
+        return target_loss(run.method, run, logits, teacher_logits, targets, weights)
+    hidden = response_hidden(model, targets)
+    head = loop.plain.get_output_embeddings().weight[: loop.vocab]
+    if get_method(run.method).loss == "nll":
+        return nll_loss_from_hidden(hidden, head, targets.responses, weights)
+    return distill_loss_from_hidden(
+        hidden, head, teacher_logits, weights, run.divergence, run.jsd_beta, run.skew_alpha
+    )
 
 
 def step_targets(loop: Loop, rows: list[int], step: int, gold: list[bool] | None) -> list[Targets]:
@@ -291,9 +356,7 @@ def accumulate_gradients(
         # gradients are all-reduced once, after the last part
         with accelerator.no_sync(model) if k < len(parts) - 1 else contextlib.nullcontext():
             with accelerator.autocast():
-                loss = target_loss(
-                    run.method, run, response_logits(model, t, loop.vocab), t_logits, t, weights
-                )
+                loss = update_loss(loop, t, t_logits, weights)
             accelerator.backward(loss)
         step_loss += loss.detach()
     return accelerator.reduce(step_loss, reduction="mean")

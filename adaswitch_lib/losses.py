@@ -215,6 +215,111 @@ def distill_loss(
     )
 
 
+class _HeadInPieces(torch.autograd.Function):
+    """sum over pieces of positions of piece_loss(hidden[:, piece] @ W^T, piece): each piece's
+    logits are made, scored and differentiated (w.r.t. its hidden states and W) on the spot, so the
+    [batch, positions, vocab] logits never exist at once (the idea of Liger's fused linear losses).
+    One backward pass, so DDP's gradient hooks fire once per parameter as usual."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, piece_loss, piece):
+        need_hidden, need_weight = ctx.needs_input_grad[:2]
+        grad_hidden = torch.zeros_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for i in range(0, hidden.shape[1], piece):
+            part = slice(i, i + piece)
+            with torch.enable_grad():
+                h = hidden[:, part].detach().requires_grad_(need_hidden)
+                w = weight.detach().requires_grad_(need_weight)
+                value = piece_loss(F.linear(h, w), part)
+                if value is None:  # nothing to score in this piece
+                    continue
+                if need_hidden or need_weight:
+                    grads = iter(torch.autograd.grad(value, [x for x in (h, w) if x.requires_grad]))
+                    if need_hidden:
+                        grad_hidden[:, part] = next(grads)
+                    if need_weight:
+                        grad_weight += next(grads)
+            total += value.detach().float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        # in place: no second copy of the saved gradients (the graph is not run backward twice)
+        return (
+            None if grad_hidden is None else grad_hidden.mul_(grad_output),
+            None if grad_weight is None else grad_weight.mul_(grad_output),
+            None,
+            None,
+        )
+
+
+def update_piece(vocab: int, rows: int) -> int:
+    """Positions per piece of a training loss made from hidden states: a divergence's gradient holds
+    about eight fp32 copies of its piece's logits (both log-softmaxes, the probabilities, the
+    mixture, the gradient), so a piece takes an eighth of `LOGITS_BUDGET_BYTES`."""
+    return max(1, positions_within(vocab, LOGITS_BUDGET_BYTES // 8) // rows)
+
+
+def head_loss(hidden: torch.Tensor, head_weight: torch.Tensor, piece_loss, piece: int):
+    """sum of `piece_loss(logits, positions)` over pieces of `piece` positions, the logits being
+    `hidden[:, positions] @ head_weight.T`; gradients reach `hidden` and `head_weight` as if the
+    whole [batch, positions, vocab] logits had been made, with one piece alive at a time.
+    `piece_loss` returns a scalar, or None for a piece with nothing to score."""
+    return _HeadInPieces.apply(hidden, head_weight, piece_loss, piece)
+
+
+def distill_loss_from_hidden(
+    hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    weights: torch.Tensor,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    piece: int | None = None,
+) -> torch.Tensor:
+    """`distill_loss` on the logits `hidden @ head_weight.T` [batch, positions, vocab], made a
+    piece at a time (default: `update_piece` positions);
+    `weights` [batch, positions] as from `position_weights`."""
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
+    teacher_logits = teacher_logits.detach()
+
+    def piece_loss(logits, part):
+        w = weights[:, part]
+        if not bool((w != 0).any()):
+            return None
+        d = token_divergence(logits, teacher_logits[:, part], divergence, beta, alpha)
+        return (w * d).sum()
+
+    piece = piece or update_piece(head_weight.shape[0], hidden.shape[0])
+    return head_loss(hidden, head_weight, piece_loss, piece)
+
+
+def nll_loss_from_hidden(
+    hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    piece: int | None = None,
+) -> torch.Tensor:
+    """`nll_loss` on the logits `hidden @ head_weight.T`, made a piece at a time."""
+
+    def piece_loss(logits, part):
+        w = weights[:, part]
+        if not bool((w != 0).any()):
+            return None
+        nll = F.cross_entropy(logits.float().transpose(1, 2), labels[:, part], reduction="none")
+        return (w * nll).sum()
+
+    piece = piece or update_piece(head_weight.shape[0], hidden.shape[0])
+    return head_loss(hidden, head_weight, piece_loss, piece)
+
+
 def nll_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,

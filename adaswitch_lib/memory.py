@@ -12,6 +12,7 @@ CUDA context and the allocator's fragmentation come on top (about 0.5-1 GiB).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -56,10 +57,14 @@ def kv_cache_bytes(shape: Shape, tokens: int, element: int) -> float:
     return 2 * shape.layers * shape.kv_width * tokens * element
 
 
-def training_states(shape: Shape, half: bool, checkpointing: bool) -> float:
-    """fp32 weights, gradients and AdamW's two moments (16 bytes a parameter); under autocast
-    without checkpointing, the 16-bit copy of each layer's weights kept for the backward pass."""
-    return shape.parameters * (16 + (2 if half and not checkpointing else 0))
+def training_states(
+    shape: Shape, half: bool, checkpointing: bool, optimizer: str = "adamw"
+) -> float:
+    """fp32 weights and gradients with AdamW's two moments: fp32 (16 bytes a parameter in all), or
+    8-bit (10 bytes); under autocast without checkpointing, the 16-bit copy of each layer's weights
+    kept for the backward pass."""
+    moments = 2 if optimizer == "adamw_8bit" else 8
+    return shape.parameters * (8 + moments + (2 if half and not checkpointing else 0))
 
 
 def lora_parameters(shape: Shape, rank: int) -> int:
@@ -77,6 +82,18 @@ def sft_states(profile: Profile, shape: Shape, half: bool) -> float:
     return shape.parameters * (4 + copies) + 16 * lora_parameters(shape, profile.lora_rank)
 
 
+def update_logits_bytes(positions: int, student: Shape, teacher_bytes: int) -> float:
+    """The KD update's logits over `positions` response positions: the teacher's (in its dtype),
+    and the student's whole in fp32 with their gradient and the loss's workspace; or, past
+    LOGITS_BUDGET_BYTES, the student's made a piece at a time from its hidden states (about eight
+    fp32 copies of a piece alive, `losses.update_piece`) with a gradient buffer for the head."""
+    vocab = student.vocab
+    teacher = positions * vocab * teacher_bytes
+    if positions * vocab * 4 <= LOGITS_BUDGET_BYTES:
+        return teacher + positions * vocab * (4 + 4 + 8)
+    return teacher + LOGITS_BUDGET_BYTES + 4 * vocab * student.hidden
+
+
 def phases(profile: Profile, pair: str, task: str, gpu: GPU) -> dict[str, float]:
     """Peak bytes of each phase of a Hub pair on a task (tiny pairs fit anything)."""
     teacher, student = pair_shapes(profile, pair)
@@ -91,9 +108,9 @@ def phases(profile: Profile, pair: str, task: str, gpu: GPU) -> dict[str, float]
     # SFT runs the head in pieces of positions_within(vocab) positions
     sft_positions = min(sft_rows * new, positions_within(teacher.vocab))
     sft_logits = sft_positions * teacher.vocab * (2 + 4 + 4 + 4)
-    # student logits and their gradient, the teacher's, and the loss's workspace, all fp32
-    kd_logits = update_rows * new * student.vocab * (4 + 4 + 4 + 8)
-    kd_resident = frozen * teacher.parameters + training_states(student, half, checkpointing)
+    kd_resident = frozen * teacher.parameters + training_states(
+        student, half, checkpointing, profile.kd_optimizer
+    )
     return {
         "teacher SFT": sft_states(profile, teacher, half)  # the base student waits on the CPU
         + activation_bytes(teacher, sft_rows * row, half, checkpointing)
@@ -107,7 +124,7 @@ def phases(profile: Profile, pair: str, task: str, gpu: GPU) -> dict[str, float]
         + kd_rows * new * teacher.vocab * 4,  # teacher logits a sampler keeps (SKD, AdaSwitch)
         "KD student update": kd_resident
         + activation_bytes(student, update_rows * row, half, checkpointing)
-        + kd_logits,
+        + update_logits_bytes(update_rows * new, student, frozen),
         "KD validation": kd_resident + 3 * LOGITS_BUDGET_BYTES,
         "KD evaluation (greedy)": kd_resident
         + kv_cache_bytes(student, profile.eval_batch_size * row, 4)
@@ -141,3 +158,36 @@ def memory_table(profile: Profile, gpus=None):
                         )
                     )
     return pd.DataFrame(rows)
+
+
+# The maintained routes to less memory, each a profile change with its own run ids (docs/gpu.md)
+ROUTES = (
+    ("teacher SFT", dict(teacher_sft="lora")),
+    ("KD", dict(kd_optimizer="adamw_8bit")),  # pip install bitsandbytes
+)
+
+
+def advice(profile: Profile, gpus=None) -> list[str]:
+    """One line per GPU where a phase does not fit, naming the route (`--set ...`) that makes its
+    phases fit, if one does."""
+    lines = []
+    table = memory_table(profile, gpus)
+    for gpu, rows in table.groupby("gpu", sort=False):
+        too_big = rows[rows["fits"] == "NO"]
+        for prefix, change in ROUTES:
+            missing = too_big[too_big["phase"].str.startswith(prefix)]
+            if missing.empty or all(getattr(profile, k) == v for k, v in change.items()):
+                continue
+            routed = memory_table(dataclasses.replace(profile, **change), [_key(gpu)])
+            routed = routed[routed["phase"].str.startswith(prefix)]
+            setting = " ".join(f"--set {k}={v}" for k, v in change.items())
+            verdict = "fit" if (routed["fits"] == "yes").all() else "still do not fit"
+            lines.append(
+                f"{gpu}: with {setting} the {prefix} phases peak at {routed['gib'].max()} GiB and "
+                f"{verdict}"
+            )
+    return lines
+
+
+def _key(gpu_name: str) -> str:
+    return next(key for key, gpu in GPUS.items() if gpu.name == gpu_name)

@@ -163,10 +163,12 @@ def main(argv=None) -> int:
     try:
         profile = get_profile(args.profile, **profile_overrides_from_args(args))
         if args.memory:
-            from adaswitch_lib.memory import memory_table
+            from adaswitch_lib.memory import advice, memory_table
 
-            table = memory_table(profile, [g for g in args.gpu.split(",") if g] or None)
-            print(table.to_string(index=False))
+            gpus = [g for g in args.gpu.split(",") if g] or None
+            print(memory_table(profile, gpus).to_string(index=False))
+            for line in advice(profile, gpus):
+                print(line)
             return 0
         runs = plan_runs(profile, args.only)
     except KitError as error:

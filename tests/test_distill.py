@@ -615,3 +615,93 @@ def test_instruct_profiles_write_every_prompt_with_the_chat_template(tmp_path, m
     outputs = (tmp_path / "True" / "smoke" / "runs").glob("*/outputs_synth_gsm.jsonl")
     first = json.loads(next(outputs).read_text().splitlines()[0])
     assert first["prompt"].startswith("<|user|>") and first["prompt"].endswith("<|assistant|>")
+
+
+@pytest.mark.parametrize(
+    "method,divergence",
+    [("on_policy", "forward_kl"), ("adaswitch", "forward_kl"), ("skd", "jsd"), ("sft", None)],
+)
+def test_the_head_in_pieces_gives_the_one_pass_gradient(pair, monkeypatch, method, divergence):
+    """At a Hub vocabulary the student's logits pass the budget and the update makes them a piece
+    of positions at a time from the hidden states: the same step's gradient as the whole logits
+    (forced here on the smoke pair by a budget of a few positions)."""
+    from adaswitch_lib import losses
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingSGD)
+    fields = dict(adaswitch_k=1.1, adaswitch_window=2)
+    if divergence:
+        fields["divergence"] = divergence
+    pieces_made, real_head_loss = [], losses.head_loss
+    monkeypatch.setattr(
+        losses, "head_loss", lambda *a: pieces_made.append(a[-1]) or real_head_loss(*a)
+    )
+    grads = {}
+    for budget in (distill_module.LOGITS_BUDGET_BYTES, 4 * 3 * pair["student"].config.vocab_size):
+        monkeypatch.setattr(distill_module, "LOGITS_BUDGET_BYTES", budget)
+        monkeypatch.setattr(losses, "LOGITS_BUDGET_BYTES", budget)
+        RecordingSGD.seen = []
+        profile = get_profile("smoke", kd_batch_size=8, grad_accum_steps=2, max_grad_norm=1e9)
+        distill(
+            run_for(method, profile, **fields),
+            pair["teacher"],
+            fresh_student(pair),
+            pair["tokenizer"],
+            pair["kd"],
+            max_new_tokens=pair["max_new"],
+            steps=1,
+        )
+        grads[budget] = RecordingSGD.seen[0]
+    whole, pieces = grads.values()
+    assert pieces_made and set(pieces_made) == {1}  # only under the small budget, a position each
+    assert any(bool(g.abs().sum() > 0) for g in pieces)
+    for a, b in zip(whole, pieces):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_8bit_adamw_keeps_8bit_moments_and_steps_as_adamw_does(pair):
+    """kd_optimizer = adamw_8bit (the T4 route): bitsandbytes' moments of the large tensors are
+    uint8, and five steps on the same gradients move the weights as fp32 AdamW does, to within a
+    tenth of how far they moved."""
+    pytest.importorskip("bitsandbytes")
+    from adaswitch_lib.distill import make_optimizer
+
+    students, optimizers = [], []
+    for name in ("adamw", "adamw_8bit"):
+        students.append(fresh_student(pair))
+        optimizers.append(
+            make_optimizer(students[-1], get_profile("smoke", kd_optimizer=name), 5)[0]
+        )
+    start = [p.detach().clone() for p in students[0].parameters()]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=g) for p in start]
+        for student, optimizer in zip(students, optimizers):
+            for p, grad in zip(student.parameters(), grads):
+                p.grad = grad.clone()
+            optimizer.step()
+    embedding = students[1].get_input_embeddings().weight
+    assert embedding.numel() >= 4096
+    assert optimizers[1].state[embedding]["state1"].dtype == torch.uint8
+    for p32, p8, p0 in zip(students[0].parameters(), students[1].parameters(), start):
+        moved = (p32 - p0).abs().max()
+        assert moved > 0
+        assert (p8 - p32).abs().max() < 0.1 * moved
+
+
+def test_8bit_adamw_is_its_own_run_and_needs_bitsandbytes(cache, tmp_path, monkeypatch):
+    """The route is a profile field: its runs get their own ids (the default's ids stay); without
+    bitsandbytes a run stops in one line that says what to install."""
+    import sys
+
+    pytest.importorskip("bitsandbytes")
+    from adaswitch_lib.config import plain, run_id
+
+    profile = get_profile("smoke", kd_optimizer="adamw_8bit")
+    assert run_id(run_for("on_policy", profile)) != run_id(run_for("on_policy"))
+    assert "kd_optimizer" not in plain(run_for("on_policy"), result_only=True)["profile"]
+    record = run_module.run_distillation(run_for("on_policy", profile, tmp_path), cache_root=cache)
+    assert record["config"]["profile"]["kd_optimizer"] == "adamw_8bit"
+    assert math.isfinite(record["metrics"]["final_loss"])
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(KitError, match=r"pip install 'bitsandbytes>=0.50'"):
+        run_module.run_distillation(run_for("off_policy", profile, tmp_path), cache_root=cache)

@@ -7,8 +7,11 @@ import torch.nn.functional as F
 from adaswitch_lib.losses import (
     DIVERGENCES,
     distill_loss,
+    distill_loss_from_hidden,
     nll_loss,
+    nll_loss_from_hidden,
     position_divergence,
+    position_weights,
     token_divergence,
 )
 
@@ -140,3 +143,64 @@ def test_bad_inputs():
         distill_loss(torch.zeros(1, 1, 3), torch.zeros(1, 1, 3), torch.ones(1, 1), "kl")
     with pytest.raises(ValueError, match="slice both to the shared vocabulary"):
         token_divergence(torch.zeros(1, 3), torch.zeros(1, 4))
+
+
+@pytest.mark.parametrize("divergence", [*DIVERGENCES, "nll"])
+def test_the_head_in_pieces_equals_the_whole_logits(divergence):
+    """`distill_loss_from_hidden` / `nll_loss_from_hidden` make the logits a few positions at a time
+    and differentiate each piece on the spot: the loss and the gradients w.r.t. the hidden states
+    and the head weight are those of the whole [batch, positions, vocab] logits (fp64 here, so equal
+    to rounding); a piece whose weights are all 0 (row 2, the last positions) is skipped."""
+    torch.manual_seed(0)
+    batch, positions, hidden_size, vocab = 3, 7, 16, 50
+    hidden = torch.randn(batch, positions, hidden_size, dtype=torch.float64, requires_grad=True)
+    head = torch.randn(vocab, hidden_size, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(batch, positions, vocab, dtype=torch.float64)
+    labels = torch.randint(0, vocab, (batch, positions))
+    mask = (torch.rand(batch, positions) > 0.3).float()
+    mask[2], mask[:, 5:] = 0, 0
+    weights = position_weights(mask, "sequence")
+    logits = torch.nn.functional.linear(hidden, head)
+    if divergence == "nll":
+        whole = nll_loss(logits, labels, mask, "sequence")
+        pieces = nll_loss_from_hidden(hidden, head, labels, weights, piece=2)
+    else:
+        whole = distill_loss(logits, teacher, mask, divergence, "sequence", chunk_size=None)
+        pieces = distill_loss_from_hidden(hidden, head, teacher, weights, divergence, piece=2)
+    assert pieces.item() == pytest.approx(whole.item(), rel=1e-6)
+    for a, b in zip(
+        torch.autograd.grad(whole, [hidden, head]), torch.autograd.grad(pieces, [hidden, head])
+    ):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-6)
+
+
+# The KD update's loss at Qwen2.5's vocabulary, 4 rows x 512 response tokens (colab's update), in a
+# process of its own (peak resident memory is per process). The teacher's logits (1.16 GiB) are
+# held either way; the student's whole logits and their gradient added 2.8 GiB (docs/gpu.md).
+_REAL_VOCAB_UPDATE = """
+import resource, torch
+from adaswitch_lib.losses import distill_loss_from_hidden, position_weights
+torch.set_num_threads(2)
+V, B, N, H = 151936, 4, 512, 64
+g = torch.Generator().manual_seed(0)
+hidden = torch.randn(B, N, H, generator=g, requires_grad=True)
+head = torch.nn.Parameter(torch.randn(V, H, generator=g) * 0.02)
+teacher = torch.randn(B, N, V, generator=g)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+distill_loss_from_hidden(hidden, head, teacher, position_weights(torch.ones(B, N))).backward()
+assert head.grad.abs().sum() > 0 and hidden.grad.abs().sum() > 0
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20)
+"""
+
+
+@pytest.mark.slow
+def test_the_kd_update_at_the_real_vocabulary_adds_under_1_gib():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _REAL_VOCAB_UPDATE], capture_output=True, text=True, check=True
+    )
+    added_gib = float(out.stdout.split()[-1])
+    # the student's fp32 logits alone are 1.16 GiB, and their gradient as much again
+    assert added_gib < 1.0, f"the update's loss added {added_gib:.2f} GiB"

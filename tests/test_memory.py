@@ -5,8 +5,15 @@ import pytest
 
 from adaswitch_lib.config import get_profile
 from adaswitch_lib.errors import ConfigError
-from adaswitch_lib.memory import GIB, GPUS, activation_bytes, memory_table
-from adaswitch_lib.models import PUBLISHED, shape_of
+from adaswitch_lib.memory import (
+    GIB,
+    GPUS,
+    activation_bytes,
+    advice,
+    memory_table,
+    training_states,
+)
+from adaswitch_lib.models import PUBLISHED, pair_shapes, shape_of
 from adaswitch_lib.plan import main as plan_main
 
 
@@ -51,13 +58,21 @@ def test_the_estimator_says_where_each_hub_profile_fits():
     assert (paper["fits"] == "yes").all(), paper  # the paper's setting fits one 80 GB card
     gpus = ["t4", "l4", "a100-40"]
     colab = memory_table(get_profile("colab"), gpus)
-    # colab's LoRA teacher SFT fits every GPU named; its KD step fits the L4, not the T4
+    # colab's LoRA teacher SFT fits every GPU named; its KD step fits the L4, not the T4 (the
+    # student's fp32 AdamW states beside an fp32 teacher: the T4 has no bf16) ...
     assert _fits(colab, "teacher SFT") == {"T4 16 GB": True, "L4 24 GB": True, "A100 40 GB": True}
     assert _fits(colab, "KD student update") == {
         "T4 16 GB": False,
         "L4 24 GB": True,
         "A100 40 GB": True,
     }
+    # ... but every phase fits the T4 with 8-bit AdamW states, and the estimator says so
+    t4 = memory_table(get_profile("colab", kd_optimizer="adamw_8bit"), ["t4"])
+    assert (t4["fits"] == "yes").all(), t4
+    [line] = advice(get_profile("colab"), gpus)
+    assert line.startswith("T4 16 GB: with --set kd_optimizer=adamw_8bit") and line.endswith(" fit")
+    student = pair_shapes(get_profile("colab"), "qwen-small")[1]
+    assert training_states(student, True, True, "adamw_8bit") == 10 * 494_005_120  # 4 + 4 + 2
     # full fine-tuning of the 1.5B teacher: 16 bytes a parameter (~23 GiB) before any activation
     full = memory_table(get_profile("colab", teacher_sft="full"), gpus)
     assert _fits(full, "teacher SFT") == {"T4 16 GB": False, "L4 24 GB": False, "A100 40 GB": True}
