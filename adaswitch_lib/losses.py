@@ -225,23 +225,25 @@ class _HeadInPieces(torch.autograd.Function):
     def forward(ctx, hidden, weight, piece_loss, piece):
         need_hidden, need_weight = ctx.needs_input_grad[:2]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
+        # one leaf for every piece: autocast caches its 16-bit copy once (a fresh leaf per piece
+        # would cache a copy each), and its .grad gathers the pieces' gradients in place
+        w = weight.detach().requires_grad_(need_weight)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for i in range(0, hidden.shape[1], piece):
             part = slice(i, i + piece)
             with torch.enable_grad():
                 h = hidden[:, part].detach().requires_grad_(need_hidden)
-                w = weight.detach().requires_grad_(need_weight)
                 value = piece_loss(F.linear(h, w), part)
                 if value is None:  # nothing to score in this piece
                     continue
                 if need_hidden or need_weight:
-                    grads = iter(torch.autograd.grad(value, [x for x in (h, w) if x.requires_grad]))
-                    if need_hidden:
-                        grad_hidden[:, part] = next(grads)
-                    if need_weight:
-                        grad_weight += next(grads)
+                    value.backward()
+            if need_hidden:
+                grad_hidden[:, part] = h.grad
             total += value.detach().float()
+        grad_weight = None
+        if need_weight:
+            grad_weight = w.grad if w.grad is not None else torch.zeros_like(weight)
         ctx.save_for_backward(grad_hidden, grad_weight)
         return total
 

@@ -57,14 +57,17 @@ def kv_cache_bytes(shape: Shape, tokens: int, element: int) -> float:
     return 2 * shape.layers * shape.kv_width * tokens * element
 
 
-def training_states(
-    shape: Shape, half: bool, checkpointing: bool, optimizer: str = "adamw"
-) -> float:
+def training_states(shape: Shape, optimizer: str = "adamw") -> float:
     """fp32 weights and gradients with AdamW's two moments: fp32 (16 bytes a parameter in all), or
-    8-bit (10 bytes); under autocast without checkpointing, the 16-bit copy of each layer's weights
-    kept for the backward pass."""
-    moments = 2 if optimizer == "adamw_8bit" else 8
-    return shape.parameters * (8 + moments + (2 if half and not checkpointing else 0))
+    8-bit (10 bytes)."""
+    return shape.parameters * (8 + (2 if optimizer == "adamw_8bit" else 8))
+
+
+def autocast_copies(shape: Shape, half: bool) -> float:
+    """The 16-bit copy of every trained weight that autocast caches through a training forward
+    (measured on CPU: with checkpointing or without, the copies live until the forward ends;
+    without checkpointing the backward needs them too)."""
+    return 2 * shape.parameters if half else 0
 
 
 def lora_parameters(shape: Shape, rank: int) -> int:
@@ -74,10 +77,12 @@ def lora_parameters(shape: Shape, rank: int) -> int:
 
 
 def sft_states(profile: Profile, shape: Shape, half: bool) -> float:
-    """The teacher's SFT: full fine-tuning's `training_states`, or under LoRA frozen fp32 weights
-    with the adapters' weights, gradients and AdamW states."""
+    """The teacher's SFT at the end of its forward: full fine-tuning's `training_states` and
+    autocast's copies, or under LoRA frozen fp32 weights (autocast casts those per operation, and
+    keeps the casts for backward only without checkpointing) with the adapters' weights,
+    gradients and AdamW states."""
     if profile.teacher_sft == "full":
-        return training_states(shape, half, profile.gradient_checkpointing)
+        return training_states(shape) + autocast_copies(shape, half)
     copies = 2 if half and not profile.gradient_checkpointing else 0
     return shape.parameters * (4 + copies) + 16 * lora_parameters(shape, profile.lora_rank)
 
@@ -86,12 +91,14 @@ def update_logits_bytes(positions: int, student: Shape, teacher_bytes: int) -> f
     """The KD update's logits over `positions` response positions: the teacher's (in its dtype),
     and the student's whole in fp32 with their gradient and the loss's workspace; or, past
     LOGITS_BUDGET_BYTES, the student's made a piece at a time from its hidden states (about eight
-    fp32 copies of a piece alive, `losses.update_piece`) with a gradient buffer for the head."""
+    fp32 copies of a piece alive, `losses.update_piece`) with a gradient buffer for the head and a
+    16-bit copy of it."""
     vocab = student.vocab
     teacher = positions * vocab * teacher_bytes
     if positions * vocab * 4 <= LOGITS_BUDGET_BYTES:
         return teacher + positions * vocab * (4 + 4 + 8)
-    return teacher + LOGITS_BUDGET_BYTES + 4 * vocab * student.hidden
+    # the pieces' workspace, the head's gradient and its 16-bit copy
+    return teacher + LOGITS_BUDGET_BYTES + (4 + 2) * vocab * student.hidden
 
 
 def phases(profile: Profile, pair: str, task: str, gpu: GPU) -> dict[str, float]:
@@ -108,9 +115,7 @@ def phases(profile: Profile, pair: str, task: str, gpu: GPU) -> dict[str, float]
     # SFT runs the head in pieces of positions_within(vocab) positions
     sft_positions = min(sft_rows * new, positions_within(teacher.vocab))
     sft_logits = sft_positions * teacher.vocab * (2 + 4 + 4 + 4)
-    kd_resident = frozen * teacher.parameters + training_states(
-        student, half, checkpointing, profile.kd_optimizer
-    )
+    kd_resident = frozen * teacher.parameters + training_states(student, profile.kd_optimizer)
     return {
         "teacher SFT": sft_states(profile, teacher, half)  # the base student waits on the CPU
         + activation_bytes(teacher, sft_rows * row, half, checkpointing)
@@ -123,6 +128,7 @@ def phases(profile: Profile, pair: str, task: str, gpu: GPU) -> dict[str, float]
         + kv_cache_bytes(student, kd_rows * row, 4)
         + kd_rows * new * teacher.vocab * 4,  # teacher logits a sampler keeps (SKD, AdaSwitch)
         "KD student update": kd_resident
+        + autocast_copies(student, half)
         + activation_bytes(student, update_rows * row, half, checkpointing)
         + update_logits_bytes(update_rows * new, student, frozen),
         "KD validation": kd_resident + 3 * LOGITS_BUDGET_BYTES,

@@ -183,8 +183,14 @@ def gradient_checkpointing(model, on: bool) -> None:
     """Turn gradient checkpointing on or off. It acts in training mode only, so the samplers and
     `generate` (eval mode) keep their KV cache; non-reentrant checkpointing replays dropout's
     random draws, so the gradients are those of a plain backward pass."""
-    if on:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        elif model.is_activation_checkpointing:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     elif model.is_gradient_checkpointing:
         model.gradient_checkpointing_disable()
 

@@ -175,7 +175,11 @@ def _sft_optimizer(model, lr: float, steps: int, warmup_ratio: float):
     decay = [p for p in trained if p.dim() >= 2]
     other = [p for p in trained if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+    # on CUDA fused: no temporary copy of every second moment at each step (the foreach path's)
+    fused = trained[0].device.type == "cuda" if trained else False
+    optimizer = torch.optim.AdamW(
+        groups, lr=lr, betas=(0.9, 0.98), **({"fused": True} if fused else {})
+    )
     return optimizer, get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
 
 

@@ -33,7 +33,7 @@ def saved_bytes(model, ids, autocast: bool) -> int:
 
 
 def measured_per_token_layer(shape, autocast: bool, checkpointing: bool, rows: int = 2) -> float:
-    from adaswitch_lib.models import random_model
+    from adaswitch_lib.models import gradient_checkpointing, random_model
 
     saved = {}
     for layers in (1, 2):
@@ -42,7 +42,7 @@ def measured_per_token_layer(shape, autocast: bool, checkpointing: bool, rows: i
             small = dataclasses.replace(shape, layers=layers, vocab=256)
             model = random_model(small, "qwen", 0, attn_implementation="sdpa").train()
             if checkpointing:
-                model.gradient_checkpointing_enable({"use_reentrant": False})
+                gradient_checkpointing(model, True)
             ids = torch.randint(0, 256, (rows, tokens))
             saved[layers, tokens] = saved_bytes(model, ids, autocast)
     second_layer = [saved[2, t] - saved[1, t] for t in (64, 128)]

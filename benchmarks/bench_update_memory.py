@@ -3,9 +3,9 @@ update (forward, the loss, backward, one AdamW step) against the memory estimato
 same phase, the frozen teacher's weights left out (the teacher's logits are given, as a sampler
 keeps them). Each case runs in a process of its own, since peak resident memory is per process.
 
-    python benchmarks/bench_update_memory.py                            # Qwen2.5-0.5B, colab's update
-    python benchmarks/bench_update_memory.py --optimizer adamw_8bit     # the T4 route
-    python benchmarks/bench_update_memory.py --rows 1 --new 128         # a quick look (~1 min)
+    python benchmarks/bench_update_memory.py                         # Qwen2.5-0.5B, colab update
+    python benchmarks/bench_update_memory.py --optimizer adamw_8bit  # the T4 route
+    python benchmarks/bench_update_memory.py --rows 1 --new 128      # a quick look (~1 min)
 
 A CPU has no CUDA context or caching allocator: what a GPU adds on top (~0.5-1 GiB) is not here.
 """
@@ -22,12 +22,12 @@ import json, resource, sys, torch
 from adaswitch_lib.decoding import Targets
 from adaswitch_lib.distill import response_hidden
 from adaswitch_lib.losses import distill_loss_from_hidden, position_weights
-from adaswitch_lib.models import PUBLISHED, random_model
+from adaswitch_lib.models import PUBLISHED, gradient_checkpointing, random_model
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 shape = PUBLISHED[args["model"]]
 model = random_model(shape, "qwen", 0).train()
-model.gradient_checkpointing_enable({"use_reentrant": False})
+gradient_checkpointing(model, True)
 groups = [{"params": list(model.parameters()), "weight_decay": 0.01}]
 if args["optimizer"] == "adamw_8bit":
     import bitsandbytes
@@ -74,13 +74,19 @@ def run(code: str, *argv: str) -> dict:
 
 def estimate(args) -> float:
     """The estimator's KD update, the frozen teacher's weights left out."""
-    from adaswitch_lib.memory import activation_bytes, training_states, update_logits_bytes
+    from adaswitch_lib.memory import (
+        activation_bytes,
+        autocast_copies,
+        training_states,
+        update_logits_bytes,
+    )
     from adaswitch_lib.models import PUBLISHED
 
     shape = PUBLISHED[args.model]
     tokens = args.rows * (args.prompt + args.new)
     return (
-        training_states(shape, True, True, args.optimizer)
+        training_states(shape, args.optimizer)
+        + autocast_copies(shape, True)
         + activation_bytes(shape, tokens, True, True)
         + update_logits_bytes(args.rows * args.new, shape, 4)
     )

@@ -72,7 +72,7 @@ def test_the_estimator_says_where_each_hub_profile_fits():
     [line] = advice(get_profile("colab"), gpus)
     assert line.startswith("T4 16 GB: with --set kd_optimizer=adamw_8bit") and line.endswith(" fit")
     student = pair_shapes(get_profile("colab"), "qwen-small")[1]
-    assert training_states(student, True, True, "adamw_8bit") == 10 * 494_005_120  # 4 + 4 + 2
+    assert training_states(student, "adamw_8bit") == 10 * 494_005_120  # 4 + 4 + 2
     # full fine-tuning of the 1.5B teacher: 16 bytes a parameter (~23 GiB) before any activation
     full = memory_table(get_profile("colab", teacher_sft="full"), gpus)
     assert _fits(full, "teacher SFT") == {"T4 16 GB": False, "L4 24 GB": False, "A100 40 GB": True}
