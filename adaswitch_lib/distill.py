@@ -242,10 +242,6 @@ def make_optimizer(student, profile, steps: int, fused: bool = False):
 def adamw_8bit(groups, lr: float):
     """bitsandbytes' AdamW with block-wise 8-bit moments (tensors under 4,096 entries keep fp32
     ones); the same defaults as torch's AdamW otherwise. It runs on CUDA and on CPU."""
-    import logging
-
-    # its CPU backend warns, on CPUs with AVX512-BF16, about a 4-bit kernel the kit never uses
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         import bitsandbytes
     except ImportError:

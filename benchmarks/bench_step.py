@@ -15,11 +15,21 @@ step on these machines. With random weights no row ends early (no EOS) and nothi
 unless K is small; `--prepared` uses a trained pair and real prompts instead. Every method runs
 `distill.distill` itself, so the numbers are what a run pays. Methods alternate (A B B A ...) and
 the first steps of each repeat are warm-up; medians over the rest. `--teacher-attention auto,sdpa`
-times each method with the teacher's attention as a run has it and with SDPA, side by side. """
+times each method with the teacher's attention as a run has it and with SDPA, side by side.
+
+`--trl` (with `--prepared`; `pip install ".[bench]"`) adds a column for TRL's `GKDTrainer` on the
+same pair, prompts, batch and response limit, fully on-policy (lmbda = 1) with forward KL
+(beta = 0) at the student's temperature, in turns with the kit's methods: a TRL step is its
+`training_step` (generation, both models' forward, the loss, the backward) and the optimiser step.
+Rows stop at EOS in both, so the table also gives the time per generated token: the same work.
+
+    python benchmarks/bench_step.py --prepared .cache/models/cpu/tiny-qwen-synth_gsm-XXXX --trl \
+        --methods on_policy --teacher-dtype bfloat16 --repeats 4 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -64,6 +74,80 @@ def random_pair(vocab: int, teacher_shape: TinyShape, student_shape: TinyShape):
     return make(teacher_shape, 1), make(student_shape, 2), _Tokenizer(vocab)
 
 
+class TRLSteps:
+    """TRL's GKDTrainer on the kit's pair: `steps(n)` runs n training steps on the kit's prompts
+    and returns one log entry per step, as `distill` logs them."""
+
+    def __init__(self, teacher, student, tokenizer, pairs, batch: int, new_tokens: int, lr: float):
+        from datasets import Dataset
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+        config = GKDConfig(
+            output_dir=str(Path("/tmp") / "bench_step_trl"),
+            per_device_train_batch_size=batch,
+            lmbda=1.0,  # on-policy: every step samples the student
+            beta=0.0,  # forward KL, as the kit's on-policy
+            temperature=0.5,  # the student's sampling temperature in the kit (paper 3.3)
+            max_new_tokens=new_tokens,
+            learning_rate=lr,
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+            bf16=False,  # the student trains in fp32 in the kit's cpu runs (and one process holds
+            fp16=False,  # one accelerate state: TRL's default bf16 would clash with the kit's)
+            save_strategy="no",
+            logging_steps=10**6,
+            disable_tqdm=True,
+        )
+        self.prompts = [prompt for prompt, _ in pairs]
+        dataset = Dataset.from_dict({"input_ids": self.prompts[:batch]})
+        self.trainer = GKDTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            data_collator=lambda rows: rows,  # the batches are built here
+        )
+        self.trainer.create_optimizer_and_scheduler(num_training_steps=10**6)
+        self.trainer.current_gradient_accumulation_steps = 1  # Trainer sets it inside train()
+        self.batch, self.pad, self.next = batch, tokenizer.pad_token_id, 0
+
+    def _inputs(self) -> dict:
+        rows = [self.prompts[(self.next + i) % len(self.prompts)] for i in range(self.batch)]
+        self.next += self.batch
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self.pad)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):  # left-padded, as generate wants
+            ids[i, width - len(row) :], mask[i, width - len(row) :] = torch.tensor(row), 1
+        device = self.trainer.model.device
+        ids, mask = ids.to(device), mask.to(device)
+        return dict(
+            prompts=ids,
+            prompt_attention_mask=mask,
+            input_ids=ids.clone(),
+            attention_mask=mask.clone(),
+            labels=ids.clone(),
+        )
+
+    def steps(self, n: int) -> list[dict]:
+        trainer, log = self.trainer, []
+        for _ in range(n):
+            inputs = self._inputs()
+            start = time.perf_counter()
+            trainer.model.train()
+            trainer.training_step(trainer.model, inputs)
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+            trainer.optimizer.zero_grad()
+            seconds = time.perf_counter() - start
+            generated = (inputs["labels"] != -100).sum(-1).float()  # labels past the prompt
+            log.append(
+                dict(seconds=dict(step=seconds), mean_response_length=float(generated.mean()))
+            )
+        return log
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", help="a prepared pair's folder (default: a random-init pair)")
@@ -96,6 +180,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--student-shape", help="random-init student, likewise")
     parser.add_argument("--vocab", type=int, default=426, help="random-init pair's vocabulary")
+    parser.add_argument(
+        "--trl", action="store_true", help="add TRL GKDTrainer's on-policy step (needs --prepared)"
+    )
     parser.add_argument(
         "--teacher-attention",
         default="auto",
@@ -156,10 +243,28 @@ def main(argv=None) -> None:
     }
     state = {k: v.clone() for k, v in student.state_dict().items()}
     variants = [(m, a) for m in args.methods.split(",") for a in args.teacher_attention.split(",")]
+    trl = None
+    if args.trl:
+        if not args.prepared:
+            raise SystemExit("--trl needs --prepared: TRL's trainer needs the pair's tokenizer")
+        trl = TRLSteps(
+            teacher,
+            copy.deepcopy(student),
+            tokenizer,
+            pairs,
+            args.batch,
+            args.new_tokens,
+            profile.kd_lr,
+        )
+        variants.append(("trl_gkd", "auto"))
     order = [v for r in range(args.repeats) for v in (variants if r % 2 == 0 else variants[::-1])]
     per_method = {v: [] for v in variants}
     for method, attn in order:
         teacher.set_attn_implementation(attention[attn])
+        if method == "trl_gkd":
+            trl.trainer.model.load_state_dict(state)  # from the same student as the kit's
+            per_method[(method, attn)] += trl.steps(args.steps)[1:]
+            continue
         student.load_state_dict(state)  # every repeat starts from the same student
         run = RunConfig(
             profile=profile,
@@ -192,19 +297,25 @@ def main(argv=None) -> None:
     )
     print(
         "| method | teacher attention | s/step | / on-policy | sampling | teacher scoring | "
-        "student update | tokens/row | switch rate |"
+        "student update | tokens/row | ms / generated token | switch rate |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for method, attn in variants:
         log = per_method[(method, attn)]
         total = statistics.median(sum(e["seconds"].values()) for e in log)
         split = {k: statistics.median(e["seconds"][k] for e in log) for k in log[0]["seconds"]}
+        parts = [
+            f"{split[k]:.3f}" if k in split else "-"
+            for k in ("sampling", "teacher_scoring", "student_update")
+        ]
         switch = statistics.mean(e["switch_rate"] for e in log) if "switch_rate" in log[0] else None
+        tokens = statistics.mean(e["mean_response_length"] for e in log)
+        per_token = statistics.median(
+            sum(e["seconds"].values()) / (e["mean_response_length"] * args.batch) for e in log
+        )
         print(
-            f"| {method} | {attention[attn]} | {total:.3f} | {total / base:.2f}x | "
-            f"{split['sampling']:.3f} | "
-            f"{split['teacher_scoring']:.3f} | {split['student_update']:.3f} | "
-            f"{statistics.mean(e['mean_response_length'] for e in log):.1f} | "
+            f"| {method} | {'-' if method == 'trl_gkd' else attention[attn]} | {total:.3f} | "
+            f"{total / base:.2f}x | {' | '.join(parts)} | {tokens:.1f} | {per_token * 1000:.2f} | "
             f"{'-' if switch is None else f'{switch:.0%}'} |"
         )
 

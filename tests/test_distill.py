@@ -705,3 +705,32 @@ def test_8bit_adamw_is_its_own_run_and_needs_bitsandbytes(cache, tmp_path, monke
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     with pytest.raises(KitError, match=r"pip install 'bitsandbytes>=0.50'"):
         run_module.run_distillation(run_for("off_policy", profile, tmp_path), cache_root=cache)
+
+
+@pytest.mark.slow
+def test_the_step_benchmark_times_trl_gkd_beside_on_policy(pair):
+    """benchmarks/bench_step.py --trl: TRL's GKDTrainer steps on the same prepared pair and prompts,
+    in turns with the kit's on-policy step; both get a row with seconds per step and per
+    generated token."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("trl")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step.py"
+    args = ["--prepared", str(pair["folder"]), "--trl", "--methods", "on_policy"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--steps", "2", "--repeats", "2", "--batch", "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {
+        line.split("|")[1].strip(): line.split("|")
+        for line in done.stdout.splitlines()
+        if line.startswith("| on_policy") or line.startswith("| trl_gkd")
+    }
+    assert set(rows) == {"on_policy", "trl_gkd"}
+    for cells in rows.values():
+        seconds, tokens, per_token = float(cells[3]), float(cells[8]), float(cells[9])
+        assert seconds > 0 and 0 < tokens <= 64 and per_token > 0
