@@ -217,9 +217,9 @@ def load_model(
     revision: str | None = None,
     dropout: float | None = None,
 ):
-    """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode, with the
-    attention `choose_attention` picks for its dtype and device. `dropout` sets the attention
-    dropout that fine-tuning uses (Qwen2 and Llama have no other dropout)."""
+    """A causal LM from a folder or a Hub id (revision pinned if given), in eval mode, with
+    transformers' default attention (SDPA). `dropout` sets the attention dropout that fine-tuning
+    uses (Qwen2 and Llama have no other dropout)."""
     from transformers import AutoModelForCausalLM
 
     device, torch_dtype = device_and_dtype(dtype, device)
@@ -233,104 +233,7 @@ def load_model(
         raise DataUnavailableError(
             f"cannot load model {name_or_path}: {str(error).splitlines()[0][:160]}"
         ) from None
-    return choose_attention(model.to(device)).eval()
-
-
-def choose_attention(model):
-    """Give a bf16/fp16 model on CPU `SHORT_QUERY_ATTENTION` (see `short_query_attention`); any
-    other keeps its own. Returns the model."""
-    if model.device.type == "cpu" and model.dtype in (torch.bfloat16, torch.float16):
-        model.set_attn_implementation(register_short_query_attention())
-    return model
-
-
-# ---------------------------------------------------------------------------- attention for
-# decoding on CPU
-SHORT_QUERY_ATTENTION = "sdpa_short_query_math"
-SHORT_QUERY = 24  # query tokens up to which reduced-precision CPU attention runs as plain matmuls
-
-
-def _takes_short_query_path(module, query, kwargs) -> bool:
-    """bf16/fp16 decode steps and draft verification on CPU, outside training."""
-    return (
-        query.device.type == "cpu"
-        and query.dtype != torch.float32
-        and query.shape[2] <= SHORT_QUERY
-        and not module.training
-        and kwargs.get("position_bias") is None
-    )
-
-
-def _matmul_attention(query, key, value, attention_mask, scaling):
-    """matmul -> fp32 softmax -> matmul, grouped-query heads packed as transformers' SDPA packs
-    them: query heads kv*groups + g share key/value head kv."""
-    batch, heads, q_len, dim = query.shape
-    kv_heads, kv_len = key.shape[1], key.shape[2]
-    groups = heads // kv_heads
-    grouped = query.reshape(batch, kv_heads, groups * q_len, dim)
-    scores = torch.matmul(grouped, key.transpose(-1, -2)).float()
-    scores = (scores * scaling).view(batch, kv_heads, groups, q_len, kv_len)
-    if attention_mask is not None:
-        mask = attention_mask[..., :kv_len]
-        mask = mask[:, :, None] if mask.dim() == 4 else mask  # [B, 1, Q, S] -> [B, 1, 1, Q, S]
-        # True = attend; a fully masked row gets uniform weights, as in eager
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
-        else:
-            scores = scores + mask.float()
-    weights = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * q_len, kv_len)
-    out = torch.matmul(weights, value).view(batch, kv_heads, groups, q_len, dim)
-    return out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous()
-
-
-def short_query_attention(
-    module,
-    query,
-    key,
-    value,
-    attention_mask,
-    dropout: float = 0.0,
-    scaling=None,
-    is_causal=None,
-    **kwargs,
-):
-    """transformers' SDPA attention, except for short queries (<= SHORT_QUERY tokens: decode steps,
-    draft verification) in bf16/fp16 on CPU, which run as matmul -> fp32 softmax -> matmul, as
-    transformers' "eager" attention does: PyTorch's CPU SDPA kernel is slow for a few bf16 query
-    tokens (docs/performance.md). Same values up to rounding (tested)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if not _takes_short_query_path(module, query, kwargs):
-        return sdpa_attention_forward(
-            module,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=dropout,
-            scaling=scaling,
-            is_causal=is_causal,
-            **kwargs,
-        )
-    q_len = query.shape[2]
-    causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
-    if attention_mask is None and q_len > 1 and causal:
-        # no mask and several queries means "causal from the first key" to SDPA (a prefill; with a
-        # preallocated cache the keys past the queries are empty), as in sdpa_attention_forward
-        key, value = key[:, :, :q_len], value[:, :, :q_len]
-        attention_mask = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).tril()
-    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    return _matmul_attention(query, key, value, attention_mask, scaling), None
-
-
-def register_short_query_attention() -> str:
-    """Make `short_query_attention` selectable by name (with SDPA's mask); returns the name."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    AttentionInterface.register(SHORT_QUERY_ATTENTION, short_query_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(SHORT_QUERY_ATTENTION, sdpa_mask)
-    return SHORT_QUERY_ATTENTION
+    return model.to(device).eval()
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None):

@@ -1,19 +1,17 @@
 """transformers' attention implementations side by side on a prepared pair: PyTorch's SDPA kernels
 against the plain ("eager") matmul-softmax-matmul, in what a cpu run pays for -- a teacher SFT step
 (bf16 autocast, as preparation trains), a teacher scoring pass (bf16 weights), a student update and
-one decode step and one draft-verify pass -- and the kit's short-query attention (SDPA, with
-short bf16 queries on CPU as matmuls: `models.short_query_attention`). Prints seconds and the
-ratios SDPA / eager and SDPA / short-query (> 1: the other is faster).
+one decode step and one draft-verify pass. Prints seconds and the ratio SDPA / eager (> 1: eager
+is faster).
 
     python benchmarks/bench_attention.py --pair tiny-qwen --task synth_gsm
     python benchmarks/bench_attention.py --pair tiny-llama --task synth_summ --threads 1 --repeats 5
-    python benchmarks/bench_attention.py --kernel    # the attention call alone, bf16, by query
-    length
 
 Real prompts and answers of the task at the profile's batch sizes; the implementations take turns
 (the order reversed every other round) and the medians are printed. From these numbers
-`prepare.sft_attention` trains with eager on CPU (the SFT step is where it pays) and `load_model`
-gives bf16 models on CPU the short-query attention (decode steps and verify passes).
+`prepare.sft_attention` trains with eager on CPU (the SFT step is where it pays). The kit's former
+short-query attention for bf16 decode steps was dropped when whole distillation steps stopped
+gaining from it (docs/performance.md, 2026-12-02).
 """
 
 from __future__ import annotations
@@ -31,11 +29,10 @@ from adaswitch_lib.config import get_profile  # noqa: E402
 from adaswitch_lib.data import load_profile_task, token_limits, tokenize_pairs  # noqa: E402
 from adaswitch_lib.decoding import Decoder  # noqa: E402
 from adaswitch_lib.distill import response_logits  # noqa: E402
-from adaswitch_lib.models import register_short_query_attention, short_query_attention  # noqa: E402
 from adaswitch_lib.prepare import CACHE_ROOT, collate, load_prepared, pair_folder_if_ready  # noqa: E402
 from adaswitch_lib.targets import ground_truth_targets  # noqa: E402
 
-IMPLEMENTATIONS = ("sdpa", "eager", register_short_query_attention())
+IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def cases(profile, teacher_bf16, teacher_fp32, student, tokenizer, task):
@@ -92,38 +89,6 @@ def cases(profile, teacher_bf16, teacher_fp32, student, tokenizer, task):
     }
 
 
-def kernel(threads: int, repeats: int = 200) -> None:
-    """The attention call alone: SDPA against the short-query matmuls, bf16, batch 16, 4 query and
-    2 key/value heads of 64 (the cpu teacher), ~120 keys of which one row in two has 10 of
-    padding."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    module = type("Attention", (), dict(num_key_value_groups=2, is_causal=True, training=False))()
-    print(f"\nattention call, bf16, {threads} thread(s), mean of {repeats}\n")
-    print(
-        "| query tokens | keys | SDPA | short-query | SDPA / short-query |\n|---|---|---|---|---|"
-    )
-    for q_len in (1, 2, 9, 17, 24, 32, 48):
-        keys = 112 + q_len
-        q, k, v = (
-            torch.randn(16, h, n, 64).bfloat16() for h, n in ((4, q_len), (2, keys), (2, keys))
-        )
-        mask = torch.ones(16, 1, q_len, keys, dtype=torch.bool).tril(keys - q_len)
-        mask[::2, ..., :10] = False
-        times = {}
-        for name, fn in (("sdpa", sdpa_attention_forward), ("short", short_query_attention)):
-            for _ in range(10):
-                fn(module, q, k, v, mask)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                fn(module, q, k, v, mask)
-            times[name] = (time.perf_counter() - start) / repeats
-        print(
-            f"| {q_len} | {keys} | {times['sdpa'] * 1e6:.0f} us | {times['short'] * 1e6:.0f} us | "
-            f"{times['sdpa'] / times['short']:.2f} |"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
@@ -133,13 +98,8 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (a cpu run's jobs use 1 each)"
     )
-    parser.add_argument(
-        "--kernel", action="store_true", help="time the attention call alone (no prepared pair)"
-    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.kernel:
-        return kernel(args.threads)
     profile = get_profile(args.profile)
     folder = pair_folder_if_ready(profile, args.pair, args.task, Path(CACHE_ROOT))
     if folder is None:
@@ -167,17 +127,10 @@ def main() -> None:
         f"\n{args.profile}:{args.pair}:{args.task}, {args.threads} thread(s), median of "
         f"{args.repeats}\n"
     )
-    print(
-        "| work | SDPA | eager | short-query | SDPA / eager | SDPA / short-query "
-        "|\n|---|---|---|---|---|---|"
-    )
+    print("| work | SDPA | eager | SDPA / eager |\n|---|---|---|---|")
     for name in work:
-        sdpa, eager, short = (statistics.median(seconds[(name, impl)]) for impl in IMPLEMENTATIONS)
-        print(
-            f"| {name} | {sdpa * 1000:.1f} ms | {eager * 1000:.1f} ms | {short * 1000:.1f} ms | "
-            f"{sdpa / eager:.2f} | "
-            f"{sdpa / short:.2f} |"
-        )
+        sdpa, eager = (statistics.median(seconds[(name, impl)]) for impl in IMPLEMENTATIONS)
+        print(f"| {name} | {sdpa * 1000:.1f} ms | {eager * 1000:.1f} ms | {sdpa / eager:.2f} |")
 
 
 if __name__ == "__main__":

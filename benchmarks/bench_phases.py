@@ -5,6 +5,7 @@ estimator's worst case.
 
     python benchmarks/bench_phases.py --device cuda --profile colab --pair qwen-small --task gsm8k
     python benchmarks/bench_phases.py --tiny     # CPU, small shapes and lengths: the same code path
+    python benchmarks/bench_phases.py --device cuda --set kd_optimizer=adamw_8bit   # the T4 route
 
 Phases: the teacher's SFT (`--steps` steps by the profile's route, LoRA or full, with its
 validation NLL), greedy evaluation (`generate`, eval_batch_size rows), `--steps` KD steps of each
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_step import _Tokenizer  # noqa: E402
 
 from adaswitch_lib import memory, models  # noqa: E402
-from adaswitch_lib.config import METHODS, RunConfig, get_profile  # noqa: E402
+from adaswitch_lib.config import METHODS, RunConfig, get_profile, parse_overrides  # noqa: E402
 from adaswitch_lib.data import token_limits  # noqa: E402
 from adaswitch_lib.distill import distill  # noqa: E402
 from adaswitch_lib.evaluate import greedy_config, validation_divergence  # noqa: E402
@@ -94,9 +95,17 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--steps", type=int, default=2, help="SFT and KD steps per phase")
     parser.add_argument("--tiny", action="store_true", help="small shapes and lengths (CPU)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a profile field, e.g. --set kd_optimizer=adamw_8bit (the T4 route)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    base = get_profile(args.profile, **(TINY if args.tiny else {}))
+    overrides = {**(TINY if args.tiny else {}), **parse_overrides(args.set)}
+    base = get_profile(args.profile, **overrides)
     shapes = [TINY_SHAPE] * 2 if args.tiny else list(models.pair_shapes(base, args.pair))
     family = "llama" if args.pair == "llama" else "qwen"
     teacher, student = (
@@ -108,7 +117,7 @@ def main(argv=None) -> None:
             model.config.save_pretrained(Path(folder) / name)
         profile = get_profile(
             args.profile,
-            **(TINY if args.tiny else {}),
+            **overrides,
             **({} if len(base.pairs) == 1 else {"pairs": (args.pair,), "figure_pairs": ()}),
             teacher_model=str(Path(folder) / "teacher"),
             student_model=str(Path(folder) / "student"),

@@ -29,7 +29,6 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from adaswitch_lib.data import left_pad
-from adaswitch_lib.models import choose_attention
 from adaswitch_lib.sampler import SamplerConfig, sample_targets
 
 REGIMES = {
@@ -41,9 +40,7 @@ REGIMES = {
 
 def build(spec: str, vocab: int, head_scale: float, seed: int, dtype, device):
     if "," not in spec:  # a folder or Hub id
-        return choose_attention(
-            AutoModelForCausalLM.from_pretrained(spec, dtype=dtype).to(device)
-        ).eval()
+        return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype).to(device).eval()
     layers, hidden, heads, kv, inter = (int(x) for x in spec.split(","))
     torch.manual_seed(seed)
     config = Qwen2Config(
@@ -56,8 +53,7 @@ def build(spec: str, vocab: int, head_scale: float, seed: int, dtype, device):
         max_position_embeddings=4096,
         tie_word_embeddings=False,
     )
-    # as load_model does
-    model = choose_attention(Qwen2ForCausalLM(config).to(dtype=dtype, device=device)).eval()
+    model = Qwen2ForCausalLM(config).to(dtype=dtype, device=device).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(head_scale)
     return model

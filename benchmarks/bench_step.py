@@ -14,8 +14,8 @@ new tokens, fp32, 2 threads: the shape at which TRL 1.16's GKDTrainer took 0.34 
 step on these machines. With random weights no row ends early (no EOS) and nothing switches
 unless K is small; `--prepared` uses a trained pair and real prompts instead. Every method runs
 `distill.distill` itself, so the numbers are what a run pays. Methods alternate (A B B A ...) and
-the first steps of each repeat are warm-up; medians over the rest. `--teacher-attention auto,sdpa`
-times each method with the teacher's attention as a run has it and with SDPA, side by side.
+the first steps of each repeat are warm-up; medians over the rest. `--teacher-attention auto,eager`
+times each method with the teacher's attention as a run has it (SDPA) and with eager, side by side.
 
 `--trl` (with `--prepared`; `pip install ".[bench]"`) adds a column for TRL's `GKDTrainer` on the
 same pair, prompts, batch and response limit, fully on-policy (lmbda = 1) with forward KL
@@ -40,7 +40,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adaswitch_lib.config import RunConfig, TinyShape, get_profile  # noqa: E402
 from adaswitch_lib.distill import distill  # noqa: E402
-from adaswitch_lib.models import choose_attention, register_short_query_attention  # noqa: E402
 
 
 class _Tokenizer:
@@ -186,8 +185,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--teacher-attention",
         default="auto",
-        help="comma list, each variant timed side by side: auto (what a run uses: short-query "
-        "for a bf16 teacher on CPU, else SDPA), sdpa, eager, short-query",
+        help="comma list, each variant timed side by side: auto (what a run uses: SDPA), sdpa, "
+        "eager",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -234,13 +233,8 @@ def main(argv=None) -> None:
             f"vocab {args.vocab}"
         )
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where distill will put the teacher
-    teacher = choose_attention(teacher.to(device=device, dtype=getattr(torch, args.teacher_dtype)))
-    attention = {
-        "auto": teacher.config._attn_implementation,
-        "sdpa": "sdpa",
-        "eager": "eager",
-        "short-query": register_short_query_attention(),
-    }
+    teacher = teacher.to(device=device, dtype=getattr(torch, args.teacher_dtype))
+    attention = {"auto": teacher.config._attn_implementation, "sdpa": "sdpa", "eager": "eager"}
     state = {k: v.clone() for k, v in student.state_dict().items()}
     variants = [(m, a) for m in args.methods.split(",") for a in args.teacher_attention.split(",")]
     trl = None

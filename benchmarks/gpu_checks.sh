@@ -47,4 +47,5 @@ check loss-memory 30 "$py" benchmarks/bench_loss.py --device cuda
 # each phase of a colab-shaped run (teacher SFT by LoRA, evaluation, 2 steps of every method, the
 # validation loss): seconds and peak memory beside the memory estimator's figure
 check phases-colab 150 "$py" benchmarks/bench_phases.py --device cuda --profile colab --pair qwen-small --task gsm8k --steps 1
+# on a 16 GB card (a T4), run the same with --set kd_optimizer=adamw_8bit: the route the estimator names
 exit $status
