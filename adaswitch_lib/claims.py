@@ -2,11 +2,13 @@
 
     python -m adaswitch_lib.claims --profile smoke
 
-Each claim gets the paper's statement, our measurement (mean ± standard deviation over seeds where
-the profile has several) and a verdict: holds, does not hold, or not resolvable — when the
-difference is no larger than the noise: the seed spread where seeds exist, else the binomial
-standard error of an accuracy on the test set (a single seed cannot show training noise, and the
-verdict says so)."""
+Each claim gets the paper's statement, our measurement and a verdict from the paired difference
+it is about (`stats.py`): per seed, method A's score minus method B's, with a 95 % t interval over
+the seeds. "holds" when the difference is significantly in the claimed direction, "does not
+hold" when significantly against it, "not resolved" otherwise; one seed has no spread and is
+never more than "not resolved". A claim made of several comparisons (AdaSwitch against each other
+method) corrects them with Holm's method. Where the paper gives the gap, a power line says how
+many paired seeds the measured spread would need to resolve it."""
 
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from adaswitch_lib.config import Profile, get_profile
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.figures import final_scores, switch_statistics
 from adaswitch_lib.plan import DEFAULT_K, DEFAULT_WINDOW
-from adaswitch_lib.report import scores_long, table2
+from adaswitch_lib.report import PAPER_TABLE1, PAPER_TABLE1_COLUMNS, scores_long, table2
 from adaswitch_lib.results import load_records
+from adaswitch_lib.stats import Difference, holm, paired_difference, seeds_needed, verdict
 
 
 def _cell(values) -> tuple[float, float, int]:
@@ -37,18 +40,45 @@ def _text(mean, std, n) -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if n > 1 else "")
 
 
-def _compare(a, b, test_examples: int | None = None) -> str:
-    """Verdict for "a > b": a and b are (mean, std, n) of scores (percent)."""
-    diff = a[0] - b[0]
-    if a[2] > 1 and b[2] > 1:
-        noise, note = max(a[1], b[1]), ""
-    else:
-        p = min(max((a[0] + b[0]) / 200, 0.0), 1.0)
-        noise = 100 * math.sqrt(p * (1 - p) / test_examples) if test_examples else 0.0
-        note = " (one seed)"
-    if abs(diff) <= noise:
-        return "not resolvable" + note
-    return ("holds" if diff > 0 else "does not hold") + note
+def _by_seed(values) -> dict:
+    """{seed: value} from (seed, value) pairs; a run without a seed counts as seed 0."""
+    return {int(seed) if seed == seed and seed is not None else 0: float(v) for seed, v in values}
+
+
+def _difference_verdict(a: dict, b: dict) -> tuple[Difference, str]:
+    """The paired difference a - b over seeds, and its verdict for the claim "a > b"."""
+    difference = paired_difference(a, b)
+    return difference, verdict(difference)
+
+
+def power_line(diffs_sd: float | None, paper_gap: float | None) -> str:
+    """How many paired seeds the measured spread would need to resolve the paper's gap."""
+    if paper_gap is None:
+        return ""
+    if diffs_sd is None:
+        return f"; the paper's gap {paper_gap:+.2f} needs the spread of >= 2 seeds to size"
+    needed = seeds_needed(diffs_sd, paper_gap)
+    return f"; to resolve the paper's gap {paper_gap:+.2f} at this spread: " + (
+        f"{needed} seeds" if needed else "more than 10,000 seeds"
+    )
+
+
+def _sd_of_differences(a: dict, b: dict) -> float | None:
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    diffs = [a[s] - b[s] for s in seeds]
+    mean = sum(diffs) / len(diffs)
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+
+
+def paper_gap(pair: str, column: str, a: str, b: str) -> float | None:
+    """The paper's Table 1 difference a - b in the pair's column (None where it has none)."""
+    label = f"{pair} {column}"
+    if label not in PAPER_TABLE1_COLUMNS or a not in PAPER_TABLE1 or b not in PAPER_TABLE1:
+        return None
+    i = PAPER_TABLE1_COLUMNS.index(label)
+    return round(PAPER_TABLE1[a][i] - PAPER_TABLE1[b][i], 2)
 
 
 def best_methods(scores: dict) -> tuple[str, str]:
@@ -59,18 +89,18 @@ def best_methods(scores: dict) -> tuple[str, str]:
     return ", ".join(tied), tied[0]
 
 
+def _rows(long, pair, column, method):
+    return long[(long["pair"] == pair) & (long["column"] == column) & (long["method"] == method)]
+
+
 def _score(long, pair, column, method):
-    part = long[(long["pair"] == pair) & (long["column"] == column) & (long["method"] == method)][
-        "score"
-    ]
+    part = _rows(long, pair, column, method)["score"]
     return _cell(part) if len(part) else None
 
 
-def _one_seed_order(high, low) -> str:
-    """The verdict for "high > low" from one seed each: the order alone, marked as one seed."""
-    return (
-        "holds" if high[0] > low[0] else "not resolvable" if high[0] == low[0] else "does not hold"
-    ) + " (one seed)"
+def _seeds(long, pair, column, method) -> dict:
+    part = _rows(long, pair, column, method)
+    return _by_seed(zip(part["seed"], part["score"]))
 
 
 class Records:
@@ -102,26 +132,48 @@ def _or_none(make):
 
 
 def adaswitch_best_on_gsm(r: Records):
+    """AdaSwitch against every other distilled method on GSM, paired by seed, Holm-corrected: the
+    claim holds when AdaSwitch is significantly ahead of each, and does not hold when some method
+    is significantly ahead of it."""
     for pair in r.pairs:
         long = r.long
         distilled = long[
             (long["pair"] == pair)
             & (long["column"] == "GSM")
-            & ~long["method"].isin(["Teacher", "Student"])
+            & ~long["method"].isin(["Teacher", "Student", "AdaSwitch"])
         ]
-        ada = _score(long, pair, "GSM", "AdaSwitch")
-        others = {
-            m: _score(long, pair, "GSM", m)
-            for m in sorted(set(distilled["method"]) - {"AdaSwitch"})
-        }
-        others = {m: score for m, score in others.items() if score}
-        if ada and others:
-            tied, best_other = best_methods(others)
-            yield (
-                f"{pair} GSM",
-                f"AdaSwitch {_text(*ada)} vs best other ({tied}) {_text(*others[best_other])}",
-                _compare(ada, others[best_other], r.n_test),
+        ada = _seeds(long, pair, "GSM", "AdaSwitch")
+        others = {m: _seeds(long, pair, "GSM", m) for m in sorted(set(distilled["method"]))}
+        others = {m: seeds for m, seeds in others.items() if set(seeds) & set(ada)}
+        if not (ada and others):
+            continue
+        differences = {m: paired_difference(ada, seeds) for m, seeds in others.items()}
+        closest = min(differences, key=lambda m: differences[m].mean)
+        n = min(d.n for d in differences.values())
+        if n < 2:
+            overall = "not resolved (one seed)"
+        else:
+            adjusted = dict(zip(differences, holm([d.p for d in differences.values()])))
+            each = {m: verdict(d, adjusted[m]) for m, d in differences.items()}
+            overall = (
+                "holds"
+                if all(v == "holds" for v in each.values())
+                else "does not hold"
+                if "does not hold" in each.values()
+                else "not resolved"
             )
+        yield (
+            f"{pair} GSM",
+            f"AdaSwitch {_text(*_cell(ada.values()))} − closest other ({closest}) "
+            f"{_text(*_cell(others[closest].values()))} = {differences[closest].text()}, "
+            f"Holm over {len(differences)} comparisons"
+            # the paper's own headline gap: AdaSwitch - on-policy
+            + power_line(
+                _sd_of_differences(ada, others.get("On-policy KD", {})),
+                paper_gap(pair, "GSM", "AdaSwitch", "On-policy KD"),
+            ),
+            overall,
+        )
 
 
 def on_policy_wins_gsm_off_policy_summ(r: Records):
@@ -130,12 +182,17 @@ def on_policy_wins_gsm_off_policy_summ(r: Records):
             ("GSM", "On-policy KD", "Off-policy KD"),
             ("SUMM", "Off-policy KD", "On-policy KD"),
         ):
-            w, lo = _score(r.long, pair, column, winner), _score(r.long, pair, column, loser)
-            if w and lo:
+            w, lo = _seeds(r.long, pair, column, winner), _seeds(r.long, pair, column, loser)
+            if set(w) & set(lo):
+                difference, v = _difference_verdict(w, lo)
                 yield (
                     f"{pair} {column}",
-                    f"{winner} {_text(*w)} vs {loser} {_text(*lo)}",
-                    _compare(w, lo, r.n_test if column == "GSM" else None),
+                    f"{winner} − {loser} = {difference.text()}"
+                    + power_line(
+                        _sd_of_differences(w, lo),
+                        paper_gap(pair, column, winner, loser),
+                    ),
+                    v,
                 )
 
 
@@ -148,7 +205,7 @@ def _switch_parts(r: Records):
         part = stats[stats["pair"] == pair]
         # one value per run (seed): the switch rate averaged over its training windows
         rate = {
-            task: _cell(part[part["task"] == task].groupby("seed")["switch_rate"].mean())
+            task: _by_seed(part[part["task"] == task].groupby("seed")["switch_rate"].mean().items())
             for task in set(part["task"])
         }
         yield pair, part, rate
@@ -157,11 +214,11 @@ def _switch_parts(r: Records):
 def switch_rate_higher_on_gsm(r: Records):
     for pair, _, rate in _switch_parts(r):
         if {"GSM", "SUMM"} <= set(rate):
-            gsm, summ = rate["GSM"], rate["SUMM"]
+            difference, v = _difference_verdict(rate["GSM"], rate["SUMM"])
             yield (
                 pair,
-                f"mean switch rate over training: GSM {_text(*gsm)} vs SUMM {_text(*summ)}",
-                _compare(gsm, summ) if gsm[2] > 1 else _one_seed_order(gsm, summ),
+                f"mean switch rate over training, GSM − SUMM = {difference.text(3)}",
+                v,
             )
 
 
@@ -172,13 +229,12 @@ def kld_at_switch_falls(r: Records):
             if runs.empty:
                 continue
             ends = runs.sort_values("step_bin").groupby("seed")["d_at_switch"]
-            first, last = _cell(ends.first()), _cell(ends.last())
+            first, last = _by_seed(ends.first().items()), _by_seed(ends.last().items())
+            difference, v = _difference_verdict(first, last)
             yield (
                 f"{pair} {task}",
-                f"KLD at the switch: first window {_text(*first)} -> last {_text(*last)}",
-                _compare(first, last)
-                if first[2] > 1
-                else ("holds" if last[0] < first[0] else "does not hold") + " (one seed)",
+                f"KLD at the switch, first window − last = {difference.text(3)}",
+                v,
             )
 
 
@@ -208,14 +264,15 @@ def k_and_l_near_the_paper(r: Records):
         if len(by_k) > 1 and len(by_l) > 1:
             best_k, best_l = by_k.idxmax(), int(by_l.idxmax())
             spread = max(by_k.max() - by_k.min(), by_l.max() - by_l.min())
-            verdict = "holds" if 3 <= best_k <= 4 and 5 < best_l < 20 else "does not hold"
+            found = "holds" if 3 <= best_k <= 4 and 5 < best_l < 20 else "does not hold"
             if spread == 0:
-                verdict = "not resolvable"
+                found = "not resolved"
             yield (
                 panel,
                 f"best K = {best_k:g} of {sorted(by_k.index)}, best L = {best_l} of "
                 f"{[int(x) for x in sorted(by_l.index)]}; scores span {spread:.2f}",
-                verdict + " (one seed)" if len(r.profile.seeds) == 1 else verdict,
+                # one seed shows an order, not a verdict
+                "not resolved (one seed)" if len(r.profile.seeds) == 1 else found,
             )
 
 

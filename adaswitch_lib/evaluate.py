@@ -35,6 +35,15 @@ class Evaluation:
         dict
     ]  # per example: id, prompt, response, and answer/extracted/correct or rouge_l
 
+    def example_scores(self) -> list[float]:
+        """Each example's share of the score, in test order (100 or 0 for GSM, ROUGE-L x 100):
+        their mean is `score`. Every method answers the same questions, so two runs' lists are
+        paired question by question (the test sample's own uncertainty, stats.py)."""
+        return [
+            100.0 * bool(row["correct"]) if "correct" in row else float(row["rouge_l"])
+            for row in self.outputs
+        ]
+
 
 @torch.no_grad()
 @contextlib.contextmanager

@@ -171,28 +171,44 @@ def table2(profile: Profile, records=None, results_dir: str = "results"):
 
 
 # ---------------------------------------------------------------------------- writing
-def _cell(mean, std, digits: int, bold: bool, latex: bool) -> str:
+def _cell(mean, spread, n, digits: int, bold: bool, latex: bool) -> str:
     if mean != mean:  # NaN: the run is missing
         return "–"
-    text = f"{mean:.{digits}f}" + (
-        "" if std != std else (r" $\pm$ " if latex else " ± ") + f"{std:.{digits}f}"
-    )
+    text = f"{mean:.{digits}f}"
+    if spread == spread:  # not NaN
+        text += (r" $\pm$ " if latex else " ± ") + f"{spread:.{digits}f}"
+        if n == n and n > 1:
+            text += f" ({int(n)})"
     if bold:
         return rf"\textbf{{{text}}}" if latex else f"**{text}**"
     return text
 
 
+def ci_half_widths(std, n):
+    """Each cell's 95 % t-interval half-width over its n seeds (NaN where n < 2)."""
+    from adaswitch_lib.stats import t_half_width
+
+    out = std.copy()
+    for row in std.index:
+        for col in std.columns:
+            count = n.loc[row, col]
+            out.loc[row, col] = t_half_width(std.loc[row, col], int(count) if count == count else 0)
+    return out
+
+
 def formatted(
     mean,
-    std=None,
+    spread=None,
     digits: int = 2,
     best: str | None = "max",
     exclude=("Teacher", "Student"),
     latex: bool = False,
+    n=None,
 ):
-    """A table of strings: mean (± std), the best of each column (over rows not in `exclude`) in
-    bold."""
-    std = mean * float("nan") if std is None else std
+    """A table of strings: mean (± spread, and (n) where `n` is given and above 1), the best of
+    each column (over rows not in `exclude`) in bold."""
+    spread = mean * float("nan") if spread is None else spread
+    n = mean * float("nan") if n is None else n
     candidates = mean.drop(index=[r for r in exclude if r in mean.index])
     best_value = (candidates.max() if best == "max" else candidates.min()) if best else None
     out = mean.copy().astype(object)
@@ -203,40 +219,47 @@ def formatted(
                 and row in candidates.index
                 and mean.loc[row, col] == best_value[col]
             )
-            out.loc[row, col] = _cell(mean.loc[row, col], std.loc[row, col], digits, is_best, latex)
+            out.loc[row, col] = _cell(
+                mean.loc[row, col], spread.loc[row, col], n.loc[row, col], digits, is_best, latex
+            )
     return out
 
 
 def write_table(
     name: str,
     mean,
-    std=None,
+    spread=None,
     out_dir: Path = Path("results/tables"),
     digits: int = 2,
     best: str | None = "max",
     exclude=("Teacher", "Student"),
     note: str = "",
+    n=None,
 ) -> dict[str, Path]:
-    """`<name>.csv` (means, and `<col> std` columns when seeds exist), `<name>.md` and `<name>.tex`
-    (best in bold). `note` is appended to the Markdown (e.g. the paper's table beside ours)."""
+    """`<name>.csv` (means, and `<col> ci95` / `<col> n` columns when seeds exist), `<name>.md`
+    and `<name>.tex` (mean ± spread (n), best in bold). `note` is appended to the Markdown (e.g.
+    the paper's table beside ours)."""
     out_dir = Path(out_dir)
     mean = mean.rename_axis(index="method", columns=None)
-    std = None if std is None else std.rename_axis(index="method", columns=None)
+    spread = None if spread is None else spread.rename_axis(index="method", columns=None)
+    n = None if n is None else n.rename_axis(index="method", columns=None)
     csv = mean.copy()
-    if std is not None and std.notna().any().any():
+    if spread is not None and spread.notna().any().any():
         for col in mean.columns:
-            csv[f"{col} std"] = std[col]
+            csv[f"{col} ci95"] = spread[col]
+            if n is not None:
+                csv[f"{col} n"] = n[col]
     paths = {kind: out_dir / f"{name}.{kind}" for kind in ("csv", "md", "tex")}
     atomic.write_text(paths["csv"], csv.rename_axis("method").to_csv(float_format="%.4f"))
     atomic.write_text(
         paths["md"],
-        formatted(mean, std, digits, best, exclude)
+        formatted(mean, spread, digits, best, exclude, n=n)
         .rename_axis("method")
         .to_markdown(disable_numparse=True)
         + "\n"
         + (f"\n{note}\n" if note else ""),
     )
-    tex = formatted(mean, std, digits, best, exclude, latex=True).rename_axis("method")
+    tex = formatted(mean, spread, digits, best, exclude, latex=True, n=n).rename_axis("method")
     atomic.write_text(
         paths["tex"], tex.to_latex(escape=False, column_format="l" + "r" * len(tex.columns))
     )
@@ -245,12 +268,14 @@ def write_table(
 
 def write_report_table(profile: Profile, name: str, results_dir: str = "results", records=None):
     """Build Table 1 or 2 and write it (CSV, Markdown with the paper's table beside, LaTeX) into
-    results/<profile>/tables/; returns (mean, std) for display (std is None for Table 2)."""
+    results/<profile>/tables/; returns (mean, spread) for display: Table 1's 95 % interval
+    half-widths over seeds, None for Table 2."""
+    n = None
     if name == "table1":
-        mean, std, _ = table1(profile, records, results_dir)
-        best = "max"
+        mean, std, n = table1(profile, records, results_dir)
+        spread, best = ci_half_widths(std, n), "max"
     elif name == "table2":
-        (mean, _), std, best = table2(profile, records, results_dir), None, None
+        (mean, _), spread, best = table2(profile, records, results_dir), None, None
     else:
         raise KitError(f"unknown table {name!r}; valid names: table1, table2")
     what = (
@@ -259,8 +284,15 @@ def write_report_table(profile: Profile, name: str, results_dir: str = "results"
         else "whole distillation time relative to on-policy"
     )
     note = f"The paper ({what}):\n\n{paper_table(name).to_markdown(floatfmt='.2f')}"
-    write_table(name, mean, std, Path(results_dir) / profile.name / "tables", best=best, note=note)
-    return mean, std
+    if name == "table1":
+        note = (
+            "± is the half-width of the 95 % t interval over the seeds, and (n) their number; a "
+            "cell without them has one seed.\n\n" + note
+        )
+    write_table(
+        name, mean, spread, Path(results_dir) / profile.name / "tables", best=best, note=note, n=n
+    )
+    return mean, spread
 
 
 def write_tables(profile: Profile, results_dir: str = "results") -> list[str]:

@@ -1,9 +1,9 @@
 """Run records: where a run's results live and how they are read back.
 
     results/<profile>/runs/<run_id>/
-        record.json           run id, every config field, metrics, evaluations over training,
-                              timings, provenance (git commit + dirty flag, packages, device,
-                              threads)
+        record.json           run id, every config field, metrics, each test example's score,
+                              evaluations over training, timings, provenance (git commit +
+                              dirty flag, packages, device, threads)
         log.jsonl             one line per optimiser step (loss, lengths, time split, switch
         statistics)
         outputs_<task>.jsonl  what the student wrote for every test example, and how it was scored

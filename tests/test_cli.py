@@ -81,6 +81,7 @@ def test_config_prints_a_readable_table():
 
 ORDER = [
     "errors",
+    "stats",
     "atomic",
     "notebook",
     "losses",

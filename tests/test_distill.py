@@ -81,6 +81,14 @@ def test_every_method_runs_and_writes_a_valid_record(method, cache, tmp_path, mo
     assert record["metrics"]["synth_gsm_examples"] == len(
         load_profile_task(SMOKE, "synth_gsm", "test")
     )
+    # each test question's score, in test order: paired across methods, their mean is the score
+    for task in ("synth_gsm", "synth_gsm_plus"):
+        per_question = record["example_scores"][task]
+        assert len(per_question) == record["metrics"][f"{task}_examples"]
+        assert set(per_question) <= {0.0, 100.0}
+        assert sum(per_question) / len(per_question) == pytest.approx(
+            record["metrics"][f"{task}_score"]
+        )
     assert record["provenance"]["torch_threads"] >= 1 and record["provenance"]["packages"]["torch"]
     assert set(record["timings"]) >= {
         "total",
@@ -734,3 +742,36 @@ def test_the_step_benchmark_times_trl_gkd_beside_on_policy(pair):
     for cells in rows.values():
         seconds, tokens, per_token = float(cells[3]), float(cells[8]), float(cells[9])
         assert seconds > 0 and 0 < tokens <= 64 and per_token > 0
+
+
+def test_a_seed_gives_every_method_the_same_data_order_and_evaluation_set(pair, monkeypatch):
+    """Seeds are paired across methods: a seed fixes the KD batches' order, whatever the method
+    (so per-seed differences between methods are paired comparisons), and another seed changes
+    it; the test subset scored during training and the final test set do not depend on either."""
+    seen = {}
+
+    class Recording(distill_module.EpochOrder):
+        def next_batch(self, batch):
+            rows = super().next_batch(batch)
+            seen.setdefault(key, []).append(rows)
+            return rows
+
+    monkeypatch.setattr(distill_module, "EpochOrder", Recording)
+    profile = get_profile("smoke", kd_steps=5)
+    for key in (("sft", 0), ("adaswitch", 0), ("off_policy", 0), ("adaswitch", 1)):
+        method, seed = key
+        distill(
+            run_for(method, profile, seed=seed),
+            pair["teacher"],
+            fresh_student(pair),
+            pair["tokenizer"],
+            pair["kd"],
+            max_new_tokens=pair["max_new"],
+            steps=5,
+        )
+    assert seen["sft", 0] == seen["adaswitch", 0] == seen["off_policy", 0]
+    assert seen["adaswitch", 1] != seen["adaswitch", 0] and len(seen["adaswitch", 1]) == 5
+    # the evaluation sets come from the profile alone (run.py), whatever seeds it runs
+    profiles = (get_profile("smoke"), get_profile("smoke", seeds=(0, 1, 2)))
+    test = [load_profile_task(p, "synth_gsm", "test") for p in profiles]
+    assert test[0] == test[1] and len(test[0]) > 0

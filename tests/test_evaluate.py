@@ -1,5 +1,6 @@
 """Evaluation decodes greedily, whatever generation settings a checkpoint ships with."""
 
+import pytest
 import torch
 
 from adaswitch_lib import models
@@ -72,3 +73,21 @@ def test_evaluation_stops_at_every_eos_id_the_model_names():
         )
         assert text == tokenizer.decode(row[:cut], skip_special_tokens=True)
     assert len(stopped[0]) < len(tokenizer.decode(ids[0], skip_special_tokens=True))
+
+
+def test_each_example_score_adds_up_to_the_task_score():
+    """`Evaluation.example_scores`: one number per test example, in order, whose mean is the
+    score: 100 or 0 for a GSM answer, ROUGE-L x 100 against the best reference for a summary."""
+    from adaswitch_lib.evaluate import score_outputs
+
+    synth = get_profile("smoke").synth
+    gsm = load_task("synth_gsm", "test", synth_config=synth)[:3]
+    answers = [f"The answer is {gsm[0]['answer']}.", "The answer is -1.", "no number"]
+    scored = score_outputs("synth_gsm", gsm, answers)
+    assert scored.example_scores() == [100.0, 0.0, 0.0] and scored.score == 100 / 3
+    summ = load_task("synth_summ", "test", synth_config=synth)[:3]
+    summaries = [summ[0]["references"][0], "Someone talks about the weather.", ""]
+    scored = score_outputs("synth_summ", summ, summaries)
+    per_example = scored.example_scores()
+    assert per_example[0] == 100.0 and 0 < per_example[1] < 100 and per_example[2] == 0.0
+    assert sum(per_example) / 3 == pytest.approx(scored.score)
