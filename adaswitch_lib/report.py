@@ -284,7 +284,7 @@ def write_report_table(profile: Profile, name: str, results_dir: str = "results"
         else "whole distillation time relative to on-policy"
     )
     note = f"The paper ({what}):\n\n{paper_table(name).to_markdown(floatfmt='.2f')}"
-    if name == "table1":
+    if name == "table1" and (n > 1).any().any():
         note = (
             "± is the half-width of the 95 % t interval over the seeds, and (n) their number; a "
             "cell without them has one seed.\n\n" + note
