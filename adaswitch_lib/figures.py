@@ -39,6 +39,10 @@ SWITCH_COLUMNS = {
     "relative_switch_position": "relative switch position",
 }
 
+# bands and bars: the 95 % interval of the mean over seeds (seaborn's bootstrap, seeded, so a
+# regeneration draws the same figure); a point with one seed gets none
+SEED_INTERVAL = dict(errorbar=("ci", 95), seed=0)
+
 
 def use_paper_style() -> None:
     import matplotlib
@@ -130,7 +134,7 @@ def figure_switch(profile: Profile, records, artifact: str, columns=("switch_rat
             style="pair",
             marker="o",
             ax=ax,
-            errorbar="sd",
+            **SEED_INTERVAL,
             legend=last,
         )
         ax.set(xlabel="training step", ylabel=SWITCH_COLUMNS[column])
@@ -186,7 +190,7 @@ def figure_early(profile: Profile, records, artifact: str):
                 hue="method",
                 marker="o",
                 ax=axes[i][j],
-                errorbar="sd",
+                **SEED_INTERVAL,
                 legend=(i == 0 and j == 0),
             )
             axes[i][j].set(
@@ -239,7 +243,7 @@ def figure_divergences(profile: Profile, records):
         sharey=False,
         height=2.8,
         aspect=1.2,
-        errorbar="sd",
+        **SEED_INTERVAL,
     )
     grid.set_axis_labels("", "score").set_titles("{col_name}")
     for ax in grid.axes.flat:
@@ -257,12 +261,8 @@ def figure_k_and_l(profile: Profile, records):
     fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
     k_part = data[data["adaswitch_window"] == DEFAULT_WINDOW]
     l_part = data[data["adaswitch_k"] == DEFAULT_K]
-    sns.lineplot(
-        k_part, x="adaswitch_k", y="score", hue="panel", marker="o", ax=axes[0], errorbar="sd"
-    )
-    sns.lineplot(
-        l_part, x="adaswitch_window", y="score", hue="panel", marker="o", ax=axes[1], errorbar="sd"
-    )
+    for ax, part, x in ((axes[0], k_part, "adaswitch_k"), (axes[1], l_part, "adaswitch_window")):
+        sns.lineplot(part, x=x, y="score", hue="panel", marker="o", ax=ax, **SEED_INTERVAL)
     axes[0].set(xlabel=f"K (L = {DEFAULT_WINDOW})")
     axes[1].set(xlabel=f"L (K = {DEFAULT_K:g})")
     return fig
