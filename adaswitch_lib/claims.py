@@ -98,6 +98,26 @@ def _score(long, pair, column, method):
     return _cell(part) if len(part) else None
 
 
+def test_sample_line(long, pair, column, a: str, b: str) -> str:
+    """The test sample's own uncertainty in a - b: both methods answered the same questions, so
+    the per-question differences of one seed's runs give an interval (the first seed both have
+    per-question scores for); "" when the records predate per-question scores."""
+    if "examples" not in long:
+        return ""
+    ra, rb = _rows(long, pair, column, a), _rows(long, pair, column, b)
+    for seed in sorted(set(ra["seed"]) & set(rb["seed"])):
+        xa = ra[ra["seed"] == seed]["examples"].iloc[0]
+        xb = rb[rb["seed"] == seed]["examples"].iloc[0]
+        if isinstance(xa, list) and isinstance(xb, list) and len(xa) == len(xb) > 1:
+            per_question = paired_difference(dict(enumerate(xa)), dict(enumerate(xb)))
+            return (
+                f"; test sample alone (seed {seed}): {per_question.mean:+.2f} "
+                f"[{per_question.low:+.2f}, {per_question.high:+.2f}] over {per_question.n} "
+                "questions"
+            )
+    return ""
+
+
 def _seeds(long, pair, column, method) -> dict:
     part = _rows(long, pair, column, method)
     return _by_seed(zip(part["seed"], part["score"]))
@@ -167,6 +187,7 @@ def adaswitch_best_on_gsm(r: Records):
             f"AdaSwitch {_text(*_cell(ada.values()))} − closest other ({closest}) "
             f"{_text(*_cell(others[closest].values()))} = {differences[closest].text()}, "
             f"Holm over {len(differences)} comparisons"
+            + test_sample_line(long, pair, "GSM", "AdaSwitch", closest)
             # the paper's own headline gap: AdaSwitch - on-policy
             + power_line(
                 _sd_of_differences(ada, others.get("On-policy KD", {})),
@@ -188,6 +209,7 @@ def on_policy_wins_gsm_off_policy_summ(r: Records):
                 yield (
                     f"{pair} {column}",
                     f"{winner} − {loser} = {difference.text()}"
+                    + test_sample_line(r.long, pair, column, winner, loser)
                     + power_line(
                         _sd_of_differences(w, lo),
                         paper_gap(pair, column, winner, loser),

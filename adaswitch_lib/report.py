@@ -99,7 +99,8 @@ def pair_label(pair: str, pairs: tuple) -> str:
 
 
 def scores_long(profile: Profile, records):
-    """Table 1 in long form: one row per (run, column): pair, column, method label, seed, score."""
+    """Table 1 in long form: one row per (run, column): pair, column, method label, seed, score,
+    and each test example's score (None in records that predate them)."""
     import pandas as pd
 
     rows = []
@@ -107,6 +108,7 @@ def scores_long(profile: Profile, records):
         for task in (r["task"], ROBUSTNESS_TWIN.get(r["task"])):
             value = r.get(f"metrics.{task}_score") if task else None
             if task in profile.eval_tasks and value is not None and value == value:
+                examples = r.get(f"example_scores.{task}")
                 rows.append(
                     dict(
                         pair=pair_label(r["pair"], profile.pairs),
@@ -114,9 +116,10 @@ def scores_long(profile: Profile, records):
                         method=r["method_label"],
                         seed=r.get("seed"),
                         score=float(value),
+                        examples=examples if isinstance(examples, list) else None,
                     )
                 )
-    return pd.DataFrame(rows, columns=["pair", "column", "method", "seed", "score"])
+    return pd.DataFrame(rows, columns=["pair", "column", "method", "seed", "score", "examples"])
 
 
 def table1(profile: Profile, records=None, results_dir: str = "results"):

@@ -173,6 +173,8 @@ def load_records(profile: str, results_dir: str = "results"):
         row.update(record.get("run_config", {}))
         row.update({f"metrics.{k}": v for k, v in record["metrics"].items()})
         row.update({f"timings.{k}": v for k, v in record["timings"].items()})
+        # each test example's score, per task (records from before 2026-12-02 have none)
+        row.update({f"example_scores.{k}": v for k, v in record.get("example_scores", {}).items()})
         row.update(
             steps=record.get("steps"),
             commit=record["provenance"]["git"]["commit"],

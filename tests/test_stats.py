@@ -107,3 +107,14 @@ def test_table1_cells_show_the_95_interval_and_n(tmp_path):
     csv = pd.read_csv(paths["csv"], index_col="method")
     assert csv.loc["AdaSwitch", "Qwen GSM ci95"] == pytest.approx(7.4524, abs=1e-4)
     assert csv.loc["AdaSwitch", "Qwen GSM n"] == 3
+
+
+def test_claims_give_the_test_samples_own_interval_from_per_question_scores():
+    """Two runs of one seed answered the same 4 questions: the per-question differences (100, 0,
+    100, 0) give the test sample's own interval beside the seeds' verdict."""
+    records = _records({("On-policy KD", "GSM"): [50.0], ("Off-policy KD", "GSM"): [0.0]})
+    records.long["examples"] = [[100.0, 0.0, 100.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    [(where, ours, v)] = list(claims.on_policy_wins_gsm_off_policy_summ(records))
+    # mean 50, sd 57.74, se 28.87, t(0.975, 3) = 3.1824: 50 ± 91.87
+    assert "test sample alone (seed 0): +50.00 [-41.87, +141.87] over 4 questions" in ours
+    assert v == "not resolved (one seed)"
