@@ -197,3 +197,33 @@ def advice(profile: Profile, gpus=None) -> list[str]:
 
 def _key(gpu_name: str) -> str:
     return next(key for key, gpu in GPUS.items() if gpu.name == gpu_name)
+
+
+def this_gpu():
+    """The CUDA device torch sees, as a GPU (about 95 % of its memory allocatable), or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return GPU(props.name, 0.95 * props.total_memory / GIB, torch.cuda.is_bf16_supported())
+
+
+def fit_warnings(profile: Profile, pair: str, task: str, gpu: GPU | None) -> list[str]:
+    """One line per phase of a Hub pair's run that the estimator says will not fit `gpu`, naming
+    the route that would make it fit when one does (tiny pairs and no GPU: none)."""
+    if gpu is None or pair.startswith("tiny-"):
+        return []
+    lines = []
+    for phase, used in phases(profile, pair, task, gpu).items():
+        if used / GIB <= gpu.gib:
+            continue
+        line = f"{phase} needs ~{used / GIB:.1f} GiB by the estimator; {gpu.name} has {gpu.gib:.1f}"
+        for prefix, change in ROUTES:
+            taken = all(getattr(profile, k) == v for k, v in change.items())
+            if phase.startswith(prefix) and not taken:
+                routed = phases(dataclasses.replace(profile, **change), pair, task, gpu)[phase]
+                setting = " ".join(f"--set {k}={v}" for k, v in change.items())
+                line += f"; with {setting}: ~{routed / GIB:.1f} GiB"
+        lines.append(line)
+    return lines

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaswitch_lib import models
+from adaswitch_lib import memory, models
 from adaswitch_lib.config import Profile, RunConfig, baseline_id, plain, run_id
 from adaswitch_lib.data import (
     ROBUSTNESS_TWIN,
@@ -94,6 +94,9 @@ def load_inputs(run: RunConfig, cache_root: Path, accelerator) -> RunInputs:
     """The prepared pair (prepared first if missing) and the run's data, on the accelerator's
     device."""
     profile = run.profile
+    if accelerator.is_main_process:  # a Hub pair on a GPU the estimator says is too small
+        for line in memory.fit_warnings(profile, run.pair, run.task, memory.this_gpu()):
+            print(f"warning: {line} (python -m adaswitch_lib.plan --memory)", flush=True)
     pair_folder = _on_main_first(
         accelerator, lambda: prepare_pair(profile, run.pair, run.task, cache_root)
     )

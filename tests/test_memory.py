@@ -114,3 +114,20 @@ def test_the_phase_benchmark_runs_every_phase_on_cpu():
     names = [row.split("|")[1].strip() for row in rows]
     assert names[:2] == ["teacher SFT (1 steps)", "pair evaluation (greedy)"]
     assert names[-1] == "KD validation" and len(names) == 2 + 7 + 1
+
+
+def test_a_hub_run_on_a_small_gpu_is_warned_with_its_route():
+    """At the start of a Hub pair's run on a GPU, each phase the estimator says will not fit gets
+    one line, with the route that fits it: colab's KD update on a T4, nothing on an L4, nothing
+    once the route is taken, nothing for tiny pairs or without a GPU."""
+    from adaswitch_lib.memory import fit_warnings
+
+    colab = get_profile("colab")
+    [line] = fit_warnings(colab, "qwen-small", "gsm8k", GPUS["t4"])
+    assert line.startswith("KD student update needs ~16.8 GiB") and "T4 16 GB has 14.7" in line
+    assert line.endswith("with --set kd_optimizer=adamw_8bit: ~14.1 GiB")
+    assert fit_warnings(colab, "qwen-small", "gsm8k", GPUS["l4"]) == []
+    routed = get_profile("colab", kd_optimizer="adamw_8bit")
+    assert fit_warnings(routed, "qwen-small", "gsm8k", GPUS["t4"]) == []
+    assert fit_warnings(get_profile("cpu"), "tiny-qwen", "synth_gsm", GPUS["t4"]) == []
+    assert fit_warnings(colab, "qwen-small", "gsm8k", None) == []
