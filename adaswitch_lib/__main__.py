@@ -31,7 +31,7 @@ CHOICES = {
     "divergence": config.DIVERGENCES,
     "skd_rule": config.SKD_RULES,
     "loss_reduction": ("sequence", "token"),
-    "teacher_continuation": config.CONTINUATIONS,
+    "teacher_continuation": config.RUN_CONTINUATIONS,
 }
 
 

@@ -29,6 +29,8 @@ MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SKD_RULES = ("top_k", "top_p")
 KD_OPTIMIZERS = ("adamw", "adamw_8bit")
 CONTINUATIONS = ("speculative", "exact")  # how a switched AdaSwitch row samples the teacher
+# a run may also leave the choice to the first step's timing ("auto", distill.choose_continuation)
+RUN_CONTINUATIONS = (*CONTINUATIONS, "auto")
 PROFILES = ("smoke", "cpu", "cpu-full", "colab", "paper")
 # Profile fields that replace a Hub pair's checkpoints
 CHECKPOINT_FIELDS = ("teacher_model", "student_model", "teacher_revision", "student_revision")
@@ -686,7 +688,8 @@ class RunConfig:
     )
     teacher_continuation: str = _field(
         "exact",
-        "AdaSwitch after the switch: teacher token by token, or speculative (same distribution)",
+        "AdaSwitch after the switch: teacher token by token, or speculative (same distribution), "
+        "or auto: whichever samples the first step faster (the choice is in the record)",
     )
     results_dir: str = _field(
         "results", "records go to <results_dir>/<profile>/runs/<run_id>/", affects_result=False
@@ -700,7 +703,7 @@ class RunConfig:
         _check_name("method", self.method, METHODS)
         _check_name("divergence", self.divergence, DIVERGENCES)
         _check_name("skd_rule", self.skd_rule, SKD_RULES)
-        _check_name("teacher_continuation", self.teacher_continuation, CONTINUATIONS)
+        _check_name("teacher_continuation", self.teacher_continuation, RUN_CONTINUATIONS)
         _check_name("loss_reduction", self.loss_reduction, ("sequence", "token"))
         _check_range("seed", self.seed, low=0)
         _check_range("jsd_beta", self.jsd_beta, low=0, high=1)

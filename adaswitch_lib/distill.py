@@ -14,6 +14,7 @@ precision and distribution, so the same function runs in a notebook, from the co
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -136,6 +137,7 @@ class DistillResult:
     evaluations: list[dict]  # what the evaluator returned, with its step
     seconds: dict = field(default_factory=dict)  # whole loop and per phase
     student_checksums: list[float] = field(default_factory=list)  # one per process: equal under DDP
+    continuation: dict | None = None  # teacher_continuation = "auto": the choice and its timings
 
 
 def _sync(device) -> None:
@@ -265,6 +267,7 @@ class Loop:
     kd_pairs: list
     teacher_pairs: list | None
     max_new_tokens: int
+    continuation: dict | None = None  # "auto": set by the first step's choose_continuation
 
     @property
     def method(self):
@@ -318,6 +321,30 @@ def step_targets(loop: Loop, rows: list[int], step: int, gold: list[bool] | None
     ]
 
 
+def choose_continuation(loop: Loop, rows: list[int], step: int, gold) -> list[Targets]:
+    """teacher_continuation = "auto": sample the first step's targets with each continuation,
+    twice in turns (the first call of each pays warm-up), and keep the faster for the whole run.
+    Both are exact in distribution, and a step's draws are seeded, so the run is exactly the run
+    with that continuation fixed; only the time differs. Every process takes the same choice, by
+    the slowest process's times. Returns the step's targets under the choice."""
+    times, kept = {}, {}
+    for name in ("exact", "speculative", "speculative", "exact"):
+        loop.cfg = dataclasses.replace(loop.cfg, teacher_continuation=name)
+        _sync(loop.accelerator.device)
+        start = time.perf_counter()
+        kept[name] = step_targets(loop, rows, step, gold)
+        _sync(loop.accelerator.device)
+        times[name] = min(times.get(name, math.inf), time.perf_counter() - start)
+    local = torch.tensor([[times["exact"], times["speculative"]]], device=loop.accelerator.device)
+    slowest = loop.accelerator.gather(local).max(dim=0).values.tolist()
+    chosen = "exact" if slowest[0] <= slowest[1] else "speculative"
+    loop.cfg = dataclasses.replace(loop.cfg, teacher_continuation=chosen)
+    loop.continuation = dict(
+        chosen=chosen, exact_seconds=slowest[0], speculative_seconds=slowest[1]
+    )
+    return kept[chosen]
+
+
 def teacher_logits_for(loop: Loop, parts: list[Targets]) -> list[torch.Tensor | None]:
     """The teacher's logits on each part: kept by the sampler (SKD, AdaSwitch), one scoring pass
     (the other divergence methods), or none (NLL methods)."""
@@ -369,7 +396,11 @@ def train_step(
     Returns (loss, this process's targets)."""
     with timer("sampling"):
         loop.model.eval()
-        targets = step_targets(loop, rows, step, gold)
+        auto = loop.run.teacher_continuation == "auto" and loop.run.method == "adaswitch"
+        if auto and not loop.continuation:
+            targets = choose_continuation(loop, rows, step, gold)
+        else:
+            targets = step_targets(loop, rows, step, gold)
         # scoring and update go over rows grouped by length, each group trimmed of its shared
         # padding
         parts = [g for t in targets for g in length_groups(t, loop.run.profile.length_groups)]
@@ -550,7 +581,9 @@ def distill(
         log.close()
     seconds = dict(timer.totals, total=time.perf_counter() - log.start)
     checksums = student_checksums(loop.plain, accelerator)
-    return DistillResult(steps, log.entries, evaluations.scores, seconds, checksums)
+    return DistillResult(
+        steps, log.entries, evaluations.scores, seconds, checksums, loop.continuation
+    )
 
 
 def _step_entry(step, lr, loss, targets: list[Targets], accelerator, seconds) -> dict:

@@ -211,6 +211,8 @@ def distillation_record(
         kd_examples=len(inputs.kd),
         timings=timings,
         student_checksums=result.student_checksums,
+        # teacher_continuation = "auto": the continuation the first step chose, and its timings
+        **({"continuation": result.continuation} if result.continuation else {}),
         processes=processes,
         provenance=provenance(),
         pair_folder=inputs.pair_folder.name,

@@ -45,7 +45,10 @@ def sampler_config(
         skd_rule=run.skd_rule,
         skd_top_k=run.skd_top_k,
         skd_top_p=run.skd_top_p,
-        teacher_continuation=run.teacher_continuation,
+        # "auto" samples exactly until the first step has timed both (distill.choose_continuation)
+        teacher_continuation="exact"
+        if run.teacher_continuation == "auto"
+        else run.teacher_continuation,
         keep_teacher_logits=keep_teacher_logits,
         eos_token_id=tokenizer.eos_token_id if eos_token_id is None else eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -775,3 +775,48 @@ def test_a_seed_gives_every_method_the_same_data_order_and_evaluation_set(pair, 
     profiles = (get_profile("smoke"), get_profile("smoke", seeds=(0, 1, 2)))
     test = [load_profile_task(p, "synth_gsm", "test") for p in profiles]
     assert test[0] == test[1] and len(test[0]) > 0
+
+
+@pytest.mark.parametrize("slow", ["exact", "speculative"])
+def test_auto_continuation_takes_the_faster_and_is_that_run(pair, monkeypatch, slow):
+    """teacher_continuation = "auto" times both continuations on the first step and keeps the
+    faster (a fake clock makes the other one slower by 10 s a call) for the whole run, which then
+    ends with exactly the weights of the run with that continuation fixed; the choice is in the
+    result."""
+    import types
+
+    real, clock = distill_module.step_targets, [0.0]
+
+    def timed(loop, *args):
+        clock[0] += 10.0 if loop.cfg.teacher_continuation == slow else 1.0
+        return real(loop, *args)
+
+    monkeypatch.setattr(distill_module, "step_targets", timed)
+    monkeypatch.setattr(
+        distill_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0])
+    )
+    fast = "speculative" if slow == "exact" else "exact"
+    out = {}
+    for continuation in ("auto", fast):
+        student = fresh_student(pair)
+        run = run_for(
+            "adaswitch", adaswitch_k=1.1, adaswitch_window=2, teacher_continuation=continuation
+        )
+        result = distill(
+            run,
+            pair["teacher"],
+            student,
+            pair["tokenizer"],
+            pair["kd"],
+            max_new_tokens=pair["max_new"],
+            steps=3,
+        )
+        out[continuation] = (result, [p.detach().clone() for p in student.parameters()])
+    auto, fixed = out["auto"], out[fast]
+    assert auto[0].continuation["chosen"] == fast and fixed[0].continuation is None
+    assert (
+        auto[0].continuation[f"{slow}_seconds"] == 10
+        and auto[0].continuation[f"{fast}_seconds"] == 1
+    )
+    assert all(torch.equal(a, b) for a, b in zip(auto[1], fixed[1]))
+    assert [e["loss"] for e in auto[0].log] == [e["loss"] for e in fixed[0].log]
