@@ -65,6 +65,12 @@ def rank_gather(accelerator):
     return lambda values: accelerator.gather(values[None])
 
 
+# the frozen teacher's logits on fixed targets are kept across epochs up to this size (off-policy's
+# ground truth, the validation set): the tiny vocabularies fit, a Hub vocabulary over long
+# responses may not (then they are scored each time)
+TEACHER_CACHE_BYTES = 512 * 2**20
+
+
 # ---------------------------------------------------------------------------- logits and loss
 def response_logits(model, targets: Targets, vocab: int) -> torch.Tensor:
     """The model's next-token logits at every response position [B, N, vocab] (prompt positions are
@@ -268,6 +274,9 @@ class Loop:
     teacher_pairs: list | None
     max_new_tokens: int
     continuation: dict | None = None  # "auto": set by the first step's choose_continuation
+    # off-policy: the teacher's logits of each KD example's reference response, [n_i, V], kept
+    # across epochs within TEACHER_CACHE_BYTES
+    teacher_cache: dict = field(default_factory=dict)
 
     @property
     def method(self):
@@ -301,7 +310,7 @@ def step_targets(loop: Loop, rows: list[int], step: int, gold: list[bool] | None
     mine = list(range(accelerator.process_index * local, (accelerator.process_index + 1) * local))
     noise = step_noise(run.seed, step, batch, loop.max_new_tokens)
     gather = rank_gather(accelerator)
-    return [
+    targets = [
         build_targets(
             run.method,
             run,
@@ -319,6 +328,10 @@ def step_targets(loop: Loop, rows: list[int], step: int, gold: list[bool] | None
         )
         for part in (mine[i::accum] for i in range(accum))
     ]
+    for t, part in zip(targets, (mine[i::accum] for i in range(accum))):
+        # which KD example each row is: fixed targets' teacher logits are kept by example
+        t.stats["kd_index"] = torch.tensor([rows[i] for i in part], device=accelerator.device)
+    return targets
 
 
 def choose_continuation(loop: Loop, rows: list[int], step: int, gold) -> list[Targets]:
@@ -354,10 +367,37 @@ def teacher_logits_for(loop: Loop, parts: list[Targets]) -> list[torch.Tensor | 
             out.append(None)
         elif t.teacher_logits is not None:
             out.append(t.teacher_logits)
+        elif loop.method.targets == "ground_truth":
+            out.append(cached_teacher_logits(loop, t))
         else:
             with torch.no_grad():
                 out.append(response_logits(loop.teacher, t, loop.vocab))
     return out
+
+
+@torch.no_grad()
+def cached_teacher_logits(loop: Loop, t: Targets) -> torch.Tensor:
+    """The teacher's logits on reference responses (off-policy), scored once per KD example: a
+    part whose every example was scored in an earlier epoch is assembled from the cache instead
+    of a teacher pass (the same values up to the rounding of another batch's padding); a new part
+    is scored and its rows kept while the cache stays within TEACHER_CACHE_BYTES."""
+    cache, index = loop.teacher_cache, t.stats["kd_index"].tolist()
+    lengths = t.response_mask.sum(-1).long().tolist()
+    if all(i in cache for i in index):
+        first = cache[index[0]]
+        logits = first.new_zeros(len(index), t.response_mask.shape[1], first.shape[-1])
+        for row, (i, n) in enumerate(zip(index, lengths)):
+            logits[row, :n] = cache[i][:n]
+        return logits
+    logits = response_logits(loop.teacher, t, loop.vocab)
+    held = sum(x.numel() * x.element_size() for x in cache.values())
+    for row, (i, n) in enumerate(zip(index, lengths)):
+        kept = logits[row, :n].clone()
+        held += kept.numel() * kept.element_size()
+        if held > TEACHER_CACHE_BYTES:
+            break
+        cache[i] = kept
+    return logits
 
 
 def accumulate_gradients(

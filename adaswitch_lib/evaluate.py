@@ -22,7 +22,7 @@ from adaswitch_lib.data import (
     task_kind,
     tokenize_prompts,
 )
-from adaswitch_lib.distill import response_logits, target_loss
+from adaswitch_lib.distill import TEACHER_CACHE_BYTES, response_logits, target_loss
 from adaswitch_lib.losses import positions_within
 from adaswitch_lib.models import stop_token_ids
 from adaswitch_lib.targets import ground_truth_targets
@@ -140,11 +140,6 @@ def evaluate(
         model, tokenizer, examples, max_new_tokens, max_prompt_tokens, batch_size, style, synced
     )
     return score_outputs(task, examples, responses, style, tokenizer)
-
-
-# the frozen teacher's validation logits are kept across evaluations up to this size: the tiny
-# vocabularies fit, a Hub vocabulary over long responses may not (then they are scored each time)
-TEACHER_CACHE_BYTES = 512 * 2**20
 
 
 @torch.no_grad()

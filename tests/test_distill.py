@@ -820,3 +820,40 @@ def test_auto_continuation_takes_the_faster_and_is_that_run(pair, monkeypatch, s
     )
     assert all(torch.equal(a, b) for a, b in zip(auto[1], fixed[1]))
     assert [e["loss"] for e in auto[0].log] == [e["loss"] for e in fixed[0].log]
+
+
+def test_off_policy_scores_each_reference_response_once(pair, monkeypatch):
+    """Off-policy's targets are fixed, so the teacher scores each KD example's reference response
+    once: later epochs assemble their logits from the cache. The run matches one that rescores
+    every step up to the rounding of another batch's padding; with no room in the cache it is
+    that run."""
+    calls = []
+    real = distill_module.response_logits
+
+    def counted(model, t, vocab):
+        if model is pair["teacher"]:
+            calls.append(t.sequences.shape[0])
+        return real(model, t, vocab)
+
+    monkeypatch.setattr(distill_module, "response_logits", counted)
+    profile = get_profile("smoke", kd_batch_size=8, length_groups=2)
+    steps = 2 * len(pair["kd"]) // 8  # two epochs
+    losses = {}
+    for budget in (distill_module.TEACHER_CACHE_BYTES, 0):
+        monkeypatch.setattr(distill_module, "TEACHER_CACHE_BYTES", budget)
+        calls.clear()
+        result = distill(
+            run_for("off_policy", profile),
+            pair["teacher"],
+            fresh_student(pair),
+            pair["tokenizer"],
+            pair["kd"],
+            max_new_tokens=pair["max_new"],
+            steps=steps,
+        )
+        losses[budget] = [e["loss"] for e in result.log]
+        scored = sum(calls)
+        assert scored == (len(pair["kd"]) if budget else 2 * len(pair["kd"])), budget
+    cached, rescored = losses.values()
+    assert cached[: steps // 2] == rescored[: steps // 2]  # the first epoch is the same work
+    assert cached == pytest.approx(rescored, rel=1e-3)
