@@ -72,20 +72,24 @@ TEACHER_CACHE_BYTES = 512 * 2**20
 
 
 # ---------------------------------------------------------------------------- logits and loss
-def response_logits(model, targets: Targets, vocab: int) -> torch.Tensor:
-    """The model's next-token logits at every response position [B, N, vocab] (prompt positions are
-    never sent through the output head). Position ids come from the mask: prompts are
-    left-padded."""
-    n = targets.response_mask.shape[1]
+def _forward(model, targets: Targets, **kwargs):
+    """The model over the target sequences, without a cache. Position ids come from the mask:
+    prompts are left-padded."""
     positions = (targets.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
+    return model(
         input_ids=targets.sequences,
         attention_mask=targets.attention_mask,
         position_ids=positions,
-        logits_to_keep=n + 1,
         use_cache=False,
+        **kwargs,
     )
-    return out.logits[:, :-1, :vocab]
+
+
+def response_logits(model, targets: Targets, vocab: int) -> torch.Tensor:
+    """The model's next-token logits at every response position [B, N, vocab] (prompt positions are
+    never sent through the output head)."""
+    n = targets.response_mask.shape[1]
+    return _forward(model, targets, logits_to_keep=n + 1).logits[:, :-1, :vocab]
 
 
 def response_hidden(model, targets: Targets) -> torch.Tensor:
@@ -93,15 +97,7 @@ def response_hidden(model, targets: Targets) -> torch.Tensor:
     `response_logits` sends through the output head. The forward still goes through `model` (DDP's
     wrapper included); its own head sees one position."""
     n = targets.response_mask.shape[1]
-    positions = (targets.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=targets.sequences,
-        attention_mask=targets.attention_mask,
-        position_ids=positions,
-        logits_to_keep=1,
-        output_hidden_states=True,
-        use_cache=False,
-    )
+    out = _forward(model, targets, logits_to_keep=1, output_hidden_states=True)
     return out.hidden_states[-1][:, -(n + 1) : -1]
 
 
