@@ -274,6 +274,19 @@ def head_loss(hidden: torch.Tensor, head_weight: torch.Tensor, piece_loss, piece
     return _HeadInPieces.apply(hidden, head_weight, piece_loss, piece)
 
 
+def weighted_head_loss(hidden, head_weight, weights, per_position, piece: int | None = None):
+    """sum(weights * per_position(logits, positions)) over the logits `hidden @ head_weight.T`,
+    made a piece at a time (default: `update_piece` positions); a piece whose weights are all 0 is
+    skipped."""
+
+    def piece_loss(logits, part):
+        w = weights[:, part]
+        return (w * per_position(logits, part)).sum() if bool((w != 0).any()) else None
+
+    piece = piece or update_piece(head_weight.shape[0], hidden.shape[0])
+    return head_loss(hidden, head_weight, piece_loss, piece)
+
+
 def distill_loss_from_hidden(
     hidden: torch.Tensor,
     head_weight: torch.Tensor,
@@ -291,15 +304,10 @@ def distill_loss_from_hidden(
         raise ValueError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
     teacher_logits = teacher_logits.detach()
 
-    def piece_loss(logits, part):
-        w = weights[:, part]
-        if not bool((w != 0).any()):
-            return None
-        d = token_divergence(logits, teacher_logits[:, part], divergence, beta, alpha)
-        return (w * d).sum()
+    def divergence_of(logits, part):
+        return token_divergence(logits, teacher_logits[:, part], divergence, beta, alpha)
 
-    piece = piece or update_piece(head_weight.shape[0], hidden.shape[0])
-    return head_loss(hidden, head_weight, piece_loss, piece)
+    return weighted_head_loss(hidden, head_weight, weights, divergence_of, piece)
 
 
 def nll_loss_from_hidden(
@@ -311,15 +319,10 @@ def nll_loss_from_hidden(
 ) -> torch.Tensor:
     """`nll_loss` on the logits `hidden @ head_weight.T`, made a piece at a time."""
 
-    def piece_loss(logits, part):
-        w = weights[:, part]
-        if not bool((w != 0).any()):
-            return None
-        nll = F.cross_entropy(logits.float().transpose(1, 2), labels[:, part], reduction="none")
-        return (w * nll).sum()
+    def nll_of(logits, part):
+        return F.cross_entropy(logits.float().transpose(1, 2), labels[:, part], reduction="none")
 
-    piece = piece or update_piece(head_weight.shape[0], hidden.shape[0])
-    return head_loss(hidden, head_weight, piece_loss, piece)
+    return weighted_head_loss(hidden, head_weight, weights, nll_of, piece)
 
 
 def nll_loss(
