@@ -308,9 +308,14 @@ def _unless_default(profile: Profile, *names: str) -> dict:
     return {n: getattr(profile, n) for n in names if getattr(profile, n) != getattr(Profile, n)}
 
 
-def pair_key(profile: Profile, pair: str, task: str) -> str:
-    """Cache key: pair, task and a hash of every profile field that shapes this task's prepared
-    models (a field that only another task uses does not retrain this one)."""
+# the fields that shape only the tiny base student: a pair that differs in these alone reuses the
+# teacher of an existing folder (calibrating the warm start does not retrain the teacher)
+STUDENT_ONLY_FIELDS = ("student_shape", "student_lr", "student_warmup_steps")
+
+
+def _key_fields(profile: Profile, pair: str, task: str) -> dict:
+    """Everything that shapes this task's prepared models (a field that only another task uses
+    does not retrain this one)."""
     names = (
         "teacher_shape",
         "student_shape",
@@ -330,21 +335,45 @@ def pair_key(profile: Profile, pair: str, task: str) -> str:
     )
     fields = {n: plain(getattr(profile, n)) for n in names}
     teacher_steps, warmup_steps = task_sft_steps(profile, task)
-    blob = json.dumps(
-        dict(
-            fields,
-            pair=pair,
-            task=task,
-            tokenizer=models.TOKENIZER_VERSION,
-            teacher_steps=teacher_steps,
-            student_warmup_steps=warmup_steps,
-            token_limits=token_limits(profile, task),
-            **_checkpoints(profile, pair),
-            **_unless_default(profile, "sft_val_examples", "teacher_sft", "lora_rank"),
-        ),
-        sort_keys=True,
+    return dict(
+        fields,
+        pair=pair,
+        task=task,
+        tokenizer=models.TOKENIZER_VERSION,
+        teacher_steps=teacher_steps,
+        student_warmup_steps=warmup_steps,
+        token_limits=token_limits(profile, task),
+        **_checkpoints(profile, pair),
+        **_unless_default(profile, "sft_val_examples", "teacher_sft", "lora_rank"),
     )
-    return f"{pair}-{task}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _hash(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def pair_key(profile: Profile, pair: str, task: str) -> str:
+    """Cache key: pair, task and a hash of every profile field that shapes this task's prepared
+    models."""
+    return f"{pair}-{task}-{_hash(_key_fields(profile, pair, task))}"
+
+
+def teacher_key(profile: Profile, pair: str, task: str) -> str:
+    """The part of the cache key that shapes the tokenizer and the teacher (every field but the
+    base student's), written into metrics.json so that another pair can reuse the teacher."""
+    fields = _key_fields(profile, pair, task)
+    teacher_fields = {k: v for k, v in fields.items() if k not in STUDENT_ONLY_FIELDS}
+    return f"{pair}-{task}-teacher-{_hash(teacher_fields)}"
+
+
+def teacher_donor(profile: Profile, pair: str, task: str, cache_root: Path = CACHE_ROOT):
+    """A finished folder whose tokenizer and teacher this pair would train identically, or None."""
+    key = teacher_key(profile, pair, task)
+    for folder in sorted(Path(cache_root).glob(f"*/{pair}-{task}-*")):
+        metrics = folder / "metrics.json"
+        if atomic.is_complete(folder) and json.loads(metrics.read_text()).get("teacher_key") == key:
+            return folder
+    return None
 
 
 def pair_folder_if_ready(
@@ -381,65 +410,78 @@ def _initial_models(profile: Profile, pair: str, train, device):
     return tokenizer, teacher, student
 
 
-def _train_pair(
-    profile: Profile,
-    pair: str,
-    task: str,
-    teacher,
-    student,
-    pad_token_id: int,
-    train_pairs,
-    val_pairs,
-    device,
-) -> dict:
-    """The teacher's SFT and, for a tiny pair, the base student's warm start: their histories."""
-    steps, warmup_steps = task_sft_steps(profile, task)
-    steps = steps or math.ceil(
-        profile.teacher_epochs * len(train_pairs) / profile.teacher_batch_size
-    )
-    common = dict(
+def _sft_settings(profile: Profile, device, pad_token_id: int) -> dict:
+    return dict(
         pad_token_id=pad_token_id,
         warmup_ratio=profile.warmup_ratio,
         autocast=models.training_autocast(device, profile.train_bf16),
         length_groups=profile.length_groups,
         checkpointing=profile.gradient_checkpointing,
     )
+
+
+def _teacher_sft(profile, task, teacher, pad_token_id, train_pairs, val_pairs, device):
+    """The teacher's SFT (LoRA adapters folded back in when the profile asks for them): its
+    history."""
+    steps, _ = task_sft_steps(profile, task)
+    steps = steps or math.ceil(
+        profile.teacher_epochs * len(train_pairs) / profile.teacher_batch_size
+    )
     lora = profile.teacher_sft == "lora"
     trainee = models.lora_adapters(teacher, profile.lora_rank, profile.dropout) if lora else teacher
-    report = dict(
-        teacher_sft=supervised_finetune(
-            trainee,
-            train_pairs,
-            val_pairs,
-            steps,
-            profile.teacher_lr,
-            profile.teacher_batch_size,
-            log_every=max(profile.log_every, steps // 10),
-            attention=sft_attention(device),
-            **common,
-        )
+    torch.manual_seed(1)  # dropout's draws: the teacher depends on its own fields alone
+    history = supervised_finetune(
+        trainee,
+        train_pairs,
+        val_pairs,
+        steps,
+        profile.teacher_lr,
+        profile.teacher_batch_size,
+        log_every=max(profile.log_every, steps // 10),
+        attention=sft_attention(device),
+        **_sft_settings(profile, device, pad_token_id),
     )
     if lora:  # the adapters folded into the teacher's weights: a plain checkpoint again
         trainee.merge_and_unload()
-    if pair.startswith("tiny-") and warmup_steps:
-        # The base student: a short warm start on the same data, stopped before its phase
-        # transition, so that it writes task-shaped text but solves little (the paper's base
-        # students score ~0 on GSM).
-        report["student_warm_start"] = supervised_finetune(
-            student,
-            train_pairs,
-            val_pairs,
-            warmup_steps,
-            profile.student_lr,
-            profile.teacher_batch_size,
-            eval_every=warmup_steps,
-            seed=1,
-            log_every=max(profile.log_every, warmup_steps // 5),
-            **common,
-        )
-    for history in report.values():
-        history.pop("train_loss")
-    return report
+    history.pop("train_loss")
+    return history
+
+
+def _student_warm_start(profile, task, student, pad_token_id, train_pairs, val_pairs, device):
+    """The tiny base student's warm start: a short SFT on the same data, stopped before its phase
+    transition, so that it writes task-shaped text but solves little (the paper's base students
+    score ~0 on GSM). Its history, or None without one."""
+    _, warmup_steps = task_sft_steps(profile, task)
+    if not warmup_steps:
+        return None
+    torch.manual_seed(2)
+    history = supervised_finetune(
+        student,
+        train_pairs,
+        val_pairs,
+        warmup_steps,
+        profile.student_lr,
+        profile.teacher_batch_size,
+        eval_every=warmup_steps,
+        seed=1,
+        log_every=max(profile.log_every, warmup_steps // 5),
+        **_sft_settings(profile, device, pad_token_id),
+    )
+    history.pop("train_loss")
+    return history
+
+
+def _donated_models(profile: Profile, pair: str, donor: Path, device):
+    """(tokenizer, teacher, base student before training) with the tokenizer and trained teacher
+    of `donor`, a folder whose teacher this pair would train identically."""
+    tokenizer = models.load_tokenizer(str(donor / "tokenizer"))
+    teacher = models.load_model(str(donor / "teacher"), "float32", device)
+    if pair.startswith("tiny-"):
+        student = models.tiny_model(pair, profile.student_shape, tokenizer, profile.dropout, seed=2)
+    else:
+        _, checkpoint = models.pair_checkpoints(profile, pair)
+        student = models.load_model(checkpoint.name_or_path, "float32", "cpu", checkpoint.revision)
+    return tokenizer, teacher, student.to(device)
 
 
 def prepare_pair(
@@ -462,30 +504,41 @@ def prepare_pair(
     )
     device, _ = models.device_and_dtype(profile.dtype)
 
+    donor = teacher_donor(profile, pair, task, cache_root)
+    if donor is not None:
+        print(
+            f"    the tokenizer and teacher come from {donor.name} (same teacher fields)",
+            flush=True,
+        )
+
     def write(tmp: Path):
-        tokenizer, teacher, student = _initial_models(profile, pair, train, device)
+        if donor is None:
+            tokenizer, teacher, student = _initial_models(profile, pair, train, device)
+        else:
+            tokenizer, teacher, student = _donated_models(profile, pair, donor, device)
         models.save_tokenizer(tokenizer, tmp / "tokenizer")
         style = prompt_style(profile)
         train_pairs = tokenize_pairs(tokenizer, train, max_prompt, max_new, style)
         val_pairs = tokenize_pairs(
             tokenizer, val[: profile.sft_val_examples], max_prompt, max_new, style
         )
-        trained = _train_pair(
-            profile,
-            pair,
-            task,
-            teacher,
-            student,
-            tokenizer.pad_token_id,
-            train_pairs,
-            val_pairs,
-            device,
-        )
-        student = student.to(device)
+        data = (tokenizer.pad_token_id, train_pairs, val_pairs, device)
         report = dict(pair=pair, task=task, profile=profile.name, **_checkpoints(profile, pair))
-        report.update(trained)
+        report["teacher_key"] = teacher_key(profile, pair, task)
+        if donor is None:
+            report["teacher_sft"] = _teacher_sft(profile, task, teacher, *data)
+        else:
+            donated = json.loads((donor / "metrics.json").read_text())
+            report["teacher_from"] = donor.name
+            report.update({k: donated[k] for k in ("teacher_sft", "teacher_score")})
+        warm_start = _student_warm_start(profile, task, student, *data)
+        if warm_start is not None:
+            report["student_warm_start"] = warm_start
+        student = student.to(device)
         for name, model in (("teacher", teacher), ("student", student)):
             model.save_pretrained(tmp / name)
+            if name == "teacher" and donor is not None:
+                continue  # scored where it was trained, by the same evaluation
             start = time.perf_counter()
             report[f"{name}_score"] = evaluate(
                 model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size, style

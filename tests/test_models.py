@@ -486,3 +486,41 @@ def test_lora_teacher_sft_trains_adapters_and_saves_a_plain_checkpoint(tmp_path)
         assert not torch.equal(saved[key], initial[key]), key
     history = json.loads((folder / "metrics.json").read_text())["teacher_sft"]
     assert history["best_val_loss"] < history["val_loss"][0][1]
+
+
+def test_a_new_warm_start_reuses_the_teacher_and_equals_a_fresh_preparation(tmp_path, monkeypatch):
+    profile = get_profile("smoke", teacher_steps=12)
+    first = train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path / "a")
+    other = get_profile("smoke", teacher_steps=12, student_warmup_steps=9, student_lr=2e-3)
+    assert train.teacher_key(other, "tiny-qwen", "synth_gsm") == train.teacher_key(
+        profile, "tiny-qwen", "synth_gsm"
+    )
+    assert train.pair_key(other, "tiny-qwen", "synth_gsm") != first.name
+    calls = []
+    real_sft = train.supervised_finetune
+    monkeypatch.setattr(
+        train, "supervised_finetune", lambda *a, **k: calls.append(a[3]) or real_sft(*a, **k)
+    )
+    reused = train.prepare_pair(other, "tiny-qwen", "synth_gsm", cache_root=tmp_path / "a")
+    assert calls == [9]  # the student's warm start alone
+    report = json.loads((reused / "metrics.json").read_text())
+    assert report["teacher_from"] == first.name
+    monkeypatch.undo()
+    fresh = train.prepare_pair(other, "tiny-qwen", "synth_gsm", cache_root=tmp_path / "b")
+    assert "teacher_from" not in json.loads((fresh / "metrics.json").read_text())
+    for name in ("teacher", "student"):
+        a, b = (
+            models.load_model(str(folder / name), "float32").state_dict()
+            for folder in (reused, fresh)
+        )
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert (
+        report["teacher_score"] == json.loads((fresh / "metrics.json").read_text())["teacher_score"]
+    )
+    # a changed teacher field trains its own teacher
+    assert (
+        train.teacher_donor(
+            get_profile("smoke", teacher_steps=13), "tiny-qwen", "synth_gsm", tmp_path / "a"
+        )
+        is None
+    )
