@@ -107,6 +107,7 @@ ORDER = [
     "plan",
     "report",
     "figures",
+    "regime",
     "claims",
     "gallery",
     "pipeline",
