@@ -581,6 +581,11 @@ def _parse_value(name: str, default, text: str):
         return text.lower() in ("true", "1")
     if isinstance(default, (int, float, str)):
         return type(default)(text)
+    if isinstance(default, TinyShape):  # layers,hidden,heads,kv_heads,intermediate
+        sizes = [int(item) for item in text.split(",")]
+        if len(sizes) != len(dataclasses.fields(TinyShape)):
+            raise ValueError
+        return TinyShape(*sizes)
     raise ConfigError(
         f"--set {name}: a {type(default).__name__} field cannot be set from the command line"
     )
@@ -588,7 +593,9 @@ def _parse_value(name: str, default, text: str):
 
 def parse_overrides(items) -> dict:
     """`FIELD=VALUE` strings (the command line's `--set`) -> typed profile overrides: int, float,
-    bool or str like the field's default, tuples as comma-separated items (`pairs=qwen-small`)."""
+    bool or str like the field's default, tuples as comma-separated items (`pairs=qwen-small`),
+    a tiny model's shape as layers,hidden,heads,kv_heads,intermediate
+    (`student_shape=1,128,4,2,512`)."""
     defaults = {f.name: f.default for f in dataclasses.fields(Profile)}
     out = {}
     for item in items:

@@ -202,6 +202,18 @@ def test_set_parses_like_the_field_and_profiles_round_trip_through_json():
         parse_overrides(["kd_steps=many"])
     with pytest.raises(ConfigError, match="cannot be set from the command line"):
         parse_overrides(["synth=1"])
+    shape = parse_overrides(["student_shape=1,96,4,2,384"])["student_shape"]
+    assert (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.intermediate) == (
+        1,
+        96,
+        4,
+        2,
+        384,
+    )
+    with pytest.raises(ConfigError, match="student_shape takes a value of type TinyShape"):
+        parse_overrides(["student_shape=1,96"])
+    with pytest.raises(ConfigError, match="must divide"):
+        parse_overrides(["student_shape=1,90,4,2,384"])
     # what the pipeline hands each notebook: JSON values that rebuild the same profile
     profile = get_profile("paper", pairs=("qwen",), teacher_model="/m", seeds=(0, 1))
     overrides = json.loads(json.dumps(profile_overrides(profile)))
