@@ -23,6 +23,7 @@ from adaswitch_lib.config import Profile, get_profile
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.figures import final_scores, switch_statistics
 from adaswitch_lib.plan import DEFAULT_K, DEFAULT_WINDOW
+from adaswitch_lib.regime import TOLERANCES, regime_table
 from adaswitch_lib.report import PAPER_TABLE1, PAPER_TABLE1_COLUMNS, scores_long, table2
 from adaswitch_lib.results import load_records
 from adaswitch_lib.stats import Difference, holm, paired_difference, seeds_needed, verdict
@@ -348,6 +349,28 @@ def check_claims(profile: Profile, results_dir: str = "results") -> list[dict]:
     return sorted(rows, key=lambda r: (r["claim"], r["where"]))
 
 
+def regime_section(profile: Profile, results_dir: str = "results") -> str:
+    """Whether the runs end where final scores compare (regime.py), as a Markdown section."""
+    table = regime_table(profile, load_records(profile.name, results_dir))
+    if table.empty:
+        return ""
+    tolerances = "; ".join(
+        f"{kind}: dip <= {t.collapse:g}, late move <= {t.late_move:g}, room >= {t.room:g}"
+        for kind, t in TOLERANCES.items()
+    )
+    conditions = ["no_collapse", "converged", "room"]
+    words = {True: "yes", False: "no", None: "—"}
+    table[conditions] = table[conditions].apply(lambda column: column.map(words))
+    columns = ["pair", "task", "method", "seeds", "dip", "late_move", "final", *conditions]
+    return (
+        "\nWhere the runs end (`python -m adaswitch_lib.regime`): a final score compares methods "
+        "only when no seed-mean learning curve dips far below its start, none still moves over "
+        "the last 20 % of the steps, and each ends clearly between base student and teacher "
+        f"(points of the task's metric; {tolerances}):\n\n"
+        f"{table[columns].to_markdown(index=False, disable_numparse=True)}\n"
+    )
+
+
 def write_claims(profile: Profile, results_dir: str = "results") -> Path:
     """results/<profile>/claims.md from the records; returns its path."""
     import pandas as pd
@@ -364,6 +387,7 @@ def write_claims(profile: Profile, results_dir: str = "results") -> Path:
         f"{profile.name}`; "
         f"{seeds} seed(s) per run. Scores are ROUGE-L (SUMM) and accuracy % (GSM).\n\n"
         f"The paper's claims:\n\n{claims}\n\nWhat the records say:\n\n{table}\n"
+        f"{regime_section(profile, results_dir)}"
     )
     path = Path(results_dir) / profile.name / "claims.md"
     atomic.write_text(path, text)
