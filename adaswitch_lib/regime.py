@@ -23,6 +23,7 @@ from adaswitch_lib.config import (
     profile_overrides_from_args,
 )
 from adaswitch_lib.data import task_kind
+from adaswitch_lib.prepare import CACHE_ROOT
 from adaswitch_lib.report import _main_runs
 
 
@@ -80,11 +81,11 @@ def _ends(records, runs) -> tuple[float | None, float | None]:
             & (records["task"] == first.task)
         ]
         ends.append(float(rows[score].iloc[0]) if len(rows) and score in rows else None)
-    if None in ends:
-        record = json.loads((Path(first.folder) / "record.json").read_text())
-        metrics = Path(record.get("pair_folder", "")) / "metrics.json"
-        if metrics.is_file():
-            prepared = json.loads(metrics.read_text())
+    if None in ends:  # a run made outside the pipeline: the prepared pair's own scores
+        name = json.loads((Path(first.folder) / "record.json").read_text()).get("pair_folder")
+        found = sorted(CACHE_ROOT.glob(f"*/{name}/metrics.json")) if name else []
+        if found:
+            prepared = json.loads(found[0].read_text())
             ends = [prepared.get("student_score"), prepared.get("teacher_score")]
     return tuple(ends)
 
