@@ -6,7 +6,7 @@ on both sides (above the base student, below the teacher). This module reads eac
 curve (the test-subset score at every evaluation) and checks the three conditions on the curves'
 seed means, per pair, task and method.
 
-    python -m adaswitch_lib.regime --profile cpu [--results-dir results]
+    python -m adaswitch_lib.regime --profile cpu [--results-dir results] [--curves]
 """
 
 from __future__ import annotations
@@ -135,19 +135,37 @@ def regime_table(profile: Profile, records):
     return pd.DataFrame(rows)
 
 
+def seed_mean_curves(profile: Profile, records, every: int = 100):
+    """The seed-mean learning curves of Table 1's runs, one row per pair, task and method, one
+    column per `every` steps (what the regime check reads, for the docs)."""
+    curves = learning_curves(_main_runs(profile, records, "table1"))
+    if curves.empty:
+        return curves
+    curves = curves[curves["step"] % every == 0]
+    return curves.pivot_table(
+        index=["pair", "task", "method"], columns="step", values="score", aggfunc="mean"
+    ).round(1)
+
+
 def main(argv=None) -> int:
     from adaswitch_lib.results import load_records
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_profile_options(parser)
     parser.add_argument("--results-dir", default="results")
+    parser.add_argument(
+        "--curves", action="store_true", help="also print the seed-mean curves, every 100 steps"
+    )
     args = parser.parse_args(argv)
     profile = get_profile(args.profile, **profile_overrides_from_args(args))
-    table = regime_table(profile, load_records(args.profile, args.results_dir))
+    records = load_records(args.profile, args.results_dir)
+    table = regime_table(profile, records)
     if table.empty:
         print(f"no distillation runs of profile {args.profile!r} under {args.results_dir}")
         return 1
     print(table.to_markdown(index=False))
+    if args.curves:
+        print(f"\n{seed_mean_curves(profile, records).to_markdown()}")
     return 0
 
 
