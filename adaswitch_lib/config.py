@@ -156,7 +156,7 @@ _PROFILE_RANGES = (
         dict(low=0, low_open=True),
     ),
     ("dropout", dict(low=0, high=1, high_open=True)),
-    ("warmup_ratio", dict(low=0, high=1)),
+    ("warmup_ratio kd_warmup_ratio", dict(low=0, high=1)),
     ("student_top_p teacher_top_p", dict(low=0, high=1, low_open=True)),
 )
 
@@ -269,7 +269,13 @@ class Profile:
         "the padding its rows share (the same loss up to rounding; pays on CPU, 1 suits GPUs)",
     )
     warmup_ratio: float = _field(
-        0.1, "share of steps with a linear learning-rate warm-up (paper: 0.1)"
+        0.1, "share of SFT steps (teacher, warm start) with a learning-rate warm-up (paper: 0.1)"
+    )
+    kd_warmup_ratio: float = _field(
+        0.1,
+        "share of KD steps with a linear learning-rate warm-up (paper: 0.1); a gentler start "
+        "keeps a warm-started student from dipping (docs/calibration.md)",
+        omit_default=True,
     )
     max_grad_norm: float = _field(1.0, "gradient clipping")
     kd_mixed_precision: str = _field(

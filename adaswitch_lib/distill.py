@@ -239,7 +239,7 @@ def make_optimizer(student, profile, steps: int, fused: bool = False):
             groups, lr=profile.kd_lr, **({"fused": True} if fused else {})
         )
     return optimizer, get_linear_schedule_with_warmup(
-        optimizer, int(profile.warmup_ratio * steps), steps
+        optimizer, int(profile.kd_warmup_ratio * steps), steps
     )
 
 

@@ -12,7 +12,13 @@ from adaswitch_lib.errors import ConfigError
 
 def test_profiles_carry_the_paper_hyperparameters():
     paper = get_profile("paper")
-    assert (paper.kd_lr, paper.warmup_ratio, paper.kd_epochs, paper.n_kd) == (1e-5, 0.1, 3.0, 1000)
+    assert (paper.kd_lr, paper.kd_warmup_ratio, paper.kd_epochs, paper.n_kd) == (
+        1e-5,
+        0.1,
+        3.0,
+        1000,
+    )
+    assert paper.warmup_ratio == 0.1  # the SFT's, as the paper's trainer
     assert (paper.max_prompt_tokens_summ, paper.max_new_tokens_summ) == (1024, 256)
     assert (paper.max_prompt_tokens_gsm, paper.max_new_tokens_gsm) == (128, 512)
     assert (paper.student_temperature, paper.student_top_p) == (0.5, 0.5)

@@ -142,7 +142,12 @@ def get_method_loss(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_lowers_its_loss_on_one_fixed_batch(method, pair):
     profile = get_profile(
-        "smoke", kd_lr=1e-2, warmup_ratio=0.0, kd_batch_size=8, eval_every_early=100, eval_every=100
+        "smoke",
+        kd_lr=1e-2,
+        kd_warmup_ratio=0.0,
+        kd_batch_size=8,
+        eval_every_early=100,
+        eval_every=100,
     )
     run = run_for(method, profile)
     batch = pair["kd"][:8]  # one batch: every step sees the same prompts
@@ -857,3 +862,26 @@ def test_off_policy_scores_each_reference_response_once(pair, monkeypatch):
     cached, rescored = losses.values()
     assert cached[: steps // 2] == rescored[: steps // 2]  # the first epoch is the same work
     assert cached == pytest.approx(rescored, rel=1e-3)
+
+
+def test_the_kd_schedule_warms_up_over_kd_warmup_ratio_alone():
+    """KD's warm-up is its own field: the SFT's `warmup_ratio` does not move it."""
+
+    def rates(**fields):
+        student = torch.nn.Linear(4, 4)
+        optimizer, schedule = distill_module.make_optimizer(
+            student, get_profile("smoke", kd_lr=1.0, **fields), steps=10
+        )
+        out = []
+        for _ in range(10):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return out
+
+    # linear warm-up over the first 3 of 10 steps, then linear decay to 0 at step 10
+    assert rates(kd_warmup_ratio=0.3) == pytest.approx(
+        [0, 1 / 3, 2 / 3, 1, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7]
+    )
+    assert rates(kd_warmup_ratio=0.3, warmup_ratio=0.0) == rates(kd_warmup_ratio=0.3)
+    assert rates()[:2] == pytest.approx([0.0, 1.0])  # the paper's 0.1: one step of 10
