@@ -447,12 +447,12 @@ def _teacher_sft(profile, task, teacher, pad_token_id, train_pairs, val_pairs, d
     return history
 
 
-def _student_warm_start(profile, task, student, pad_token_id, train_pairs, val_pairs, device):
+def _student_warm_start(profile, pair, task, student, pad_token_id, train_pairs, val_pairs, device):
     """The tiny base student's warm start: a short SFT on the same data, stopped before its phase
     transition, so that it writes task-shaped text but solves little (the paper's base students
-    score ~0 on GSM). Its history, or None without one."""
+    score ~0 on GSM). Its history, or None without one (a Hub pair's student is as published)."""
     _, warmup_steps = task_sft_steps(profile, task)
-    if not warmup_steps:
+    if not pair.startswith("tiny-") or not warmup_steps:
         return None
     torch.manual_seed(2)
     history = supervised_finetune(
@@ -531,7 +531,7 @@ def prepare_pair(
             donated = json.loads((donor / "metrics.json").read_text())
             report["teacher_from"] = donor.name
             report.update({k: donated[k] for k in ("teacher_sft", "teacher_score")})
-        warm_start = _student_warm_start(profile, task, student, *data)
+        warm_start = _student_warm_start(profile, pair, task, student, *data)
         if warm_start is not None:
             report["student_warm_start"] = warm_start
         student = student.to(device)
