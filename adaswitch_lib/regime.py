@@ -24,7 +24,7 @@ from adaswitch_lib.config import (
 )
 from adaswitch_lib.data import task_kind
 from adaswitch_lib.prepare import CACHE_ROOT
-from adaswitch_lib.report import _main_runs
+from adaswitch_lib.report import planned_records
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def regime_table(profile: Profile, records):
     runs of `profile` count (one divergence, the default K and L)."""
     import pandas as pd
 
-    main_runs = _main_runs(profile, records, "table1")
+    main_runs = planned_records(profile, records, "table1")
     curves = learning_curves(main_runs)
     if curves.empty:
         return pd.DataFrame()
@@ -138,7 +138,7 @@ def regime_table(profile: Profile, records):
 def seed_mean_curves(profile: Profile, records, every: int = 100):
     """The seed-mean learning curves of Table 1's runs, one row per pair, task and method, one
     column per `every` steps (what the regime check reads, for the docs)."""
-    curves = learning_curves(_main_runs(profile, records, "table1"))
+    curves = learning_curves(planned_records(profile, records, "table1"))
     if curves.empty:
         return curves
     curves = curves[curves["step"] % every == 0]

@@ -79,7 +79,7 @@ def paper_table(which: str):
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(columns))
 
 
-def _main_runs(profile: Profile, records, artifact: str):
+def planned_records(profile: Profile, records, artifact: str):
     """The records of an artifact's planned runs (plus Teacher/Student rows), by run id."""
     wanted = {run_id(run) for run in artifact_runs(profile, artifact)}
     if records.empty:
@@ -104,7 +104,7 @@ def scores_long(profile: Profile, records):
     import pandas as pd
 
     rows = []
-    for _, r in _main_runs(profile, records, "table1").iterrows():
+    for _, r in planned_records(profile, records, "table1").iterrows():
         for task in (r["task"], ROBUSTNESS_TWIN.get(r["task"])):
             value = r.get(f"metrics.{task}_score") if task else None
             if task in profile.eval_tasks and value is not None and value == value:
@@ -150,7 +150,7 @@ def table2(profile: Profile, records=None, results_dir: str = "results"):
     """Whole-distillation time relative to on-policy (paper Table 2), per (task, pair). Timings
     are means over seeds; returns (ratios, seconds)."""
     records = load_records(profile.name, results_dir) if records is None else records
-    runs = _main_runs(profile, records, "table2")
+    runs = planned_records(profile, records, "table2")
     if runs.empty or RUNTIME not in runs:
         raise KitError(
             f"no Table 2 records under {results_dir}/{profile.name}/runs; "
