@@ -16,7 +16,7 @@ usage() {
   cat <<'USAGE'
 usage: ./run_all.sh [--profile NAME] [--only ARTIFACTS] [--jobs N] [--dry-run] [--prune] [--test [PYTEST ARGS...]] [--help]
 
-  --profile NAME   smoke | cpu (default) | cpu-full | colab | paper  (see README: Profiles)
+  --profile NAME   smoke | cpu (default) | cpu-claims | cpu-full | colab | paper  (see README: Profiles)
   --only LIST      comma-separated subset of: table1,table2,fig3,fig4,fig5,fig6,fig7,fig8,fig9
   --jobs N         runs side by side, each with cores/N torch threads (default: one per core
                    for the offline profiles, 1 for Hub models)

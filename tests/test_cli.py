@@ -51,7 +51,7 @@ def test_help_lists_every_option_with_its_default_and_valid_values():
         ),
         (
             ["distill", "--profile", "nope"],
-            "unknown profile 'nope'; valid names: smoke, cpu, cpu-full, colab, paper",
+            "unknown profile 'nope'; valid names: smoke, cpu, cpu-claims, cpu-full, colab, paper",
         ),
         (
             ["distill", "--profile", "smoke", "--set", "kd_stepz=3"],

@@ -33,7 +33,7 @@ def test_profiles_carry_the_paper_hyperparameters():
 
 
 def test_named_profiles_and_tiny_sizes():
-    assert set(PROFILES) == {"smoke", "cpu", "cpu-full", "colab", "paper"}
+    assert set(PROFILES) == {"smoke", "cpu", "cpu-claims", "cpu-full", "colab", "paper"}
     smoke, cpu = get_profile("smoke"), get_profile("cpu")
     assert smoke.offline and cpu.offline and not get_profile("paper").offline
     assert smoke.teacher_shape != cpu.teacher_shape and smoke.kd_steps < cpu.kd_steps
@@ -76,7 +76,7 @@ def test_run_id_is_stable_and_sensitive():
     [
         (
             lambda: get_profile("laptop"),
-            "unknown profile 'laptop'; valid names: smoke, cpu, cpu-full, colab, paper",
+            "unknown profile 'laptop'; valid names: smoke, cpu, cpu-claims, cpu-full, colab, paper",
         ),
         (
             lambda: RunConfig(profile=get_profile("smoke"), task="gsm9k"),
