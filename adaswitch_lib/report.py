@@ -269,6 +269,42 @@ def write_table(
     return paths
 
 
+def cells_against(mean, half_width, n, earlier):
+    """Each Table 1 cell beside an earlier table's (another profile or regeneration): the new mean,
+    its 95 % half-width and n, the earlier value, their difference, and whether the earlier value
+    lies inside the new interval ("n/a" where the new cell has one seed). Cells missing from
+    either table are left out."""
+    import pandas as pd
+
+    rows = []
+    for method in mean.index:
+        for cell in mean.columns:
+            new, old = mean.loc[method, cell], _at(earlier, method, cell)
+            if new != new or old is None or old != old:
+                continue
+            half = half_width.loc[method, cell]
+            inside = "n/a" if half != half else ("yes" if abs(new - old) <= half else "no")
+            rows.append(
+                dict(
+                    method=method,
+                    cell=cell,
+                    new=new,
+                    ci95=half,
+                    n=int(n.loc[method, cell]),
+                    earlier=old,
+                    difference=new - old,
+                    inside=inside,
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def _at(table, row, column):
+    if row in table.index and column in table.columns:
+        return table.loc[row, column]
+    return None
+
+
 def write_report_table(profile: Profile, name: str, results_dir: str = "results", records=None):
     """Build Table 1 or 2 and write it (CSV, Markdown with the paper's table beside, LaTeX) into
     results/<profile>/tables/; returns (mean, spread) for display: Table 1's 95 % interval
@@ -298,6 +334,25 @@ def write_report_table(profile: Profile, name: str, results_dir: str = "results"
     return mean, spread
 
 
+def compare_table1(profile: Profile, earlier: str, results_dir: str = "results") -> str:
+    """`cells_against` for a profile's Table 1 and another profile's committed `table1.csv`, as
+    Markdown: which differences fall inside the new intervals."""
+    import pandas as pd
+
+    path = Path(results_dir) / earlier / "tables" / "table1.csv"
+    if not path.exists():
+        raise KitError(f"no {path}; run ./run_all.sh --profile {earlier} --only table1 first")
+    mean, std, n = table1(profile, None, results_dir)
+    old = pd.read_csv(path, index_col="method")
+    cells = cells_against(mean, ci_half_widths(std, n), n, old)
+    inside = cells["inside"].value_counts().to_dict()
+    return (
+        cells.to_markdown(index=False, floatfmt=".2f")
+        + f"\n\nearlier value inside the new 95 % interval: {inside.get('yes', 0)} cells; "
+        f"outside: {inside.get('no', 0)}; one seed (no interval): {inside.get('n/a', 0)}"
+    )
+
+
 def write_tables(profile: Profile, results_dir: str = "results") -> list[str]:
     """Table 1 and Table 2 of a profile; a table whose records are missing is reported and
     skipped."""
@@ -317,8 +372,16 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--results-dir", default="results")
+    parser.add_argument(
+        "--against",
+        metavar="PROFILE",
+        help="print each Table 1 cell beside this profile's committed Table 1 instead of writing",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.against:
+            print(compare_table1(get_profile(args.profile), args.against, args.results_dir))
+            return 0
         written = write_tables(get_profile(args.profile), args.results_dir)
     except KitError as error:
         print(f"report: {error}", file=sys.stderr)

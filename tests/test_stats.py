@@ -109,6 +109,26 @@ def test_table1_cells_show_the_95_interval_and_n(tmp_path):
     assert csv.loc["AdaSwitch", "Qwen GSM n"] == 3
 
 
+def test_cells_against_an_earlier_table_say_which_differences_fall_inside_the_new_interval():
+    """New cells 60 ± 7.45 (n = 3) and 50 (one seed) against an earlier 55 and 40: 55 lies
+    inside, the one-seed cell has no interval, and a cell the earlier table lacks is left out."""
+    from adaswitch_lib.report import cells_against, ci_half_widths
+
+    index = ["SFT", "AdaSwitch", "SKD"]
+    mean = pd.DataFrame({"Qwen GSM": [50.0, 60.0, 70.0]}, index=index)
+    std = pd.DataFrame({"Qwen GSM": [float("nan"), 3.0, 1.0]}, index=index)
+    n = pd.DataFrame({"Qwen GSM": [1, 3, 3]}, index=index)
+    earlier = pd.DataFrame({"Qwen GSM": [40.0, 55.0]}, index=["SFT", "AdaSwitch"])
+    cells = cells_against(mean, ci_half_widths(std, n), n, earlier).set_index("method")
+    assert list(cells.index) == ["SFT", "AdaSwitch"]
+    assert cells.loc["AdaSwitch", "difference"] == 5.0 and cells.loc["AdaSwitch", "inside"] == "yes"
+    assert cells.loc["SFT", "inside"] == "n/a" and cells.loc["SFT", "n"] == 1
+    far = cells_against(mean, ci_half_widths(std, n), n, earlier + 10.0).set_index("method")
+    assert far.loc["AdaSwitch", "inside"] == "yes"  # |60 - 65| = 5 <= 7.45
+    farther = cells_against(mean, ci_half_widths(std, n), n, earlier - 10.0).set_index("method")
+    assert farther.loc["AdaSwitch", "inside"] == "no"  # |60 - 45| = 15 > 7.45
+
+
 def test_claims_give_the_test_samples_own_interval_from_per_question_scores():
     """Two runs of one seed answered the same 4 questions: the per-question differences (100, 0,
     100, 0) give the test sample's own interval beside the seeds' verdict."""
