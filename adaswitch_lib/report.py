@@ -2,6 +2,7 @@
 and LaTeX with the best of each column in bold, and the paper's own numbers beside ours.
 
     python -m adaswitch_lib.report --profile smoke      # writes results/smoke/tables/*
+    python -m adaswitch_lib.report --profile cpu-claims --against cpu   # cell by cell, with CIs
 
 Every number comes from `results.load_records`; nothing here is typed in except the paper's tables.
 """
