@@ -54,8 +54,12 @@ def main(argv=None) -> int:
             *(getattr(args, k).split(",") for k in ("pairs", "tasks", "methods", "seeds"))
         )
     )
-    # the pairs first, one job each, so that two jobs never prepare the same pair at once
-    firsts = {job[:2]: job for job in grid}
+    # a pair not yet prepared first, one job each, so that two jobs never prepare it at once
+    from adaswitch_lib.config import get_profile, parse_overrides
+    from adaswitch_lib.prepare import pair_folder_if_ready
+
+    profile = get_profile(args.profile, **parse_overrides(args.set))
+    firsts = {job[:2]: job for job in grid if pair_folder_if_ready(profile, job[0], job[1]) is None}
     rest = [job for job in grid if job not in firsts.values()]
     failed = 0
     for batch in (list(firsts.values()), rest):
