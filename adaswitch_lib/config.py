@@ -448,6 +448,17 @@ _CPU = dict(
     val_loss_examples=128,
 )
 
+# the figure grids shrunk to fit a CPU budget (Figure 3: AdaSwitch and its on-policy base under
+# the two ends of the JSD family; Figure 6: three K and three L)
+_CPU_FIGURES = dict(
+    figure_pairs=("tiny-qwen",),
+    figure_tasks=("synth_gsm",),
+    fig3_methods=("on_policy", "adaswitch"),
+    fig3_divergences=("forward_kl", "reverse_kl"),
+    fig6_k=(1.0, 3.0, 5.0),
+    fig6_window=(5, 10, 20),
+)
+
 _PROFILES = {
     # seconds per run: tests and CI; models are tiny and barely trained
     "smoke": dict(
@@ -489,23 +500,11 @@ _PROFILES = {
         fig6_k=(1.0, 3.0),
         fig6_window=(5, 10),
     ),
-    # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network; the figure
-    # grids shrunk to fit the 60-minute budget (Figure 3: AdaSwitch and its on-policy base under
-    # the two ends of the JSD family; Figure 6: three K and three L)
-    "cpu": dict(
-        _CPU,
-        name="cpu",
-        seeds=(0,),
-        figure_pairs=("tiny-qwen",),
-        figure_tasks=("synth_gsm",),
-        fig3_methods=("on_policy", "adaswitch"),
-        fig3_divergences=("forward_kl", "reverse_kl"),
-        fig6_k=(1.0, 3.0, 5.0),
-        fig6_window=(5, 10, 20),
-    ),
+    # the embedded default: both tiny pairs on the twins, on a laptop CPU, no network
+    "cpu": dict(_CPU, **_CPU_FIGURES, name="cpu", seeds=(0,)),
     # the paper's claims with paired seeds: the tiny pairs in a regime where a run's end means
-    # something (docs/calibration.md): fp32 preparation (portable across CPU vendors), teachers
-    # trained past their transition, and twice the KD steps at half the rate with a gentler warm-up
+    # something (docs/calibration.md): fp32 preparation (the same under oneDNN's kernel caps),
+    # teachers trained past their transition, twice the KD steps at half the rate, a gentler warm-up
     "cpu-claims": dict(
         _CPU,
         name="cpu-claims",
@@ -516,12 +515,7 @@ _PROFILES = {
         kd_steps=1000,
         kd_warmup_ratio=0.3,
         seeds=(0, 1, 2),
-        figure_pairs=("tiny-qwen",),
-        figure_tasks=("synth_gsm",),
-        fig3_methods=("on_policy", "adaswitch"),
-        fig3_divergences=("forward_kl", "reverse_kl"),
-        fig6_k=(1.0, 3.0, 5.0),
-        fig6_window=(5, 10, 20),
+        **_CPU_FIGURES,
     ),
     # the cpu profile's models and runs (the prepared pairs are shared) with every grid of the paper
     # in full and 3 seeds: hours on 2 cores
