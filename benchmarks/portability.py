@@ -23,19 +23,19 @@ from pathlib import Path
 
 import pandas as pd
 
-SETTINGS = {  # label: (torch threads, environment)
+SETTINGS = {  # label (no commas: --settings is a comma list): (torch threads, environment)
     "1 thread": (1, {}),
     "2 threads": (2, {}),
     # what a CPU without the BF16 instructions runs (oneDNN's own kernels)
-    "1 thread, no AVX512-BF16": (1, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
+    "1 thread no AVX512-BF16": (1, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}),
     # what an older CPU runs: AVX2 products in oneDNN and MKL
-    "1 thread, AVX2": (1, {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
+    "1 thread AVX2": (1, {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
 }
 BOUND = 3.0  # points: the tolerance for a prepared pair's scores across settings
 
 
 def folder(out: str, label: str) -> Path:
-    return Path(out) / label.replace(",", "").replace(" ", "-")
+    return Path(out) / label.replace(" ", "-")
 
 
 def run_in(out: str, label: str, command: list[str]) -> None:
@@ -81,7 +81,10 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="", help="KD runs too, e.g. off_policy,adaswitch")
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args(argv)
-    labels = [s.strip() for s in args.settings.split(",") if s.strip() in SETTINGS]
+    labels = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = [label for label in labels if label not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown setting(s) {unknown}; choose from: {', '.join(SETTINGS)}")
     rows = []
     for pair, task in itertools.product(args.pairs.split(","), args.tasks.split(",")):
         for label in labels:
