@@ -6,8 +6,9 @@ Figures 4-9) appears once, with every artifact it feeds.
     python -m adaswitch_lib.plan --profile cpu --only fig6
     python -m adaswitch_lib.plan --memory --profile colab --gpu t4   # peak GPU memory per phase
 
-The grids come from the profile: `seeds`, and `figure_pairs`, `figure_tasks`, `fig3_*`, `fig6_*`
-for the figures the cpu profile shrinks to fit its time budget.
+The grids come from the profile: `seeds` (`unclaimed_seeds` for the runs no claim reads), and
+`figure_pairs`, `figure_tasks`, `fig3_*`, `fig6_*` for the figures the cpu profile shrinks to fit
+its time budget.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from adaswitch_lib.config import (
     profile_overrides_from_args,
     run_id,
 )
+from adaswitch_lib.data import task_kind
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.methods import EARLY_METHODS, METHODS
 
 ARTIFACTS = ("table1", "table2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9")
 TABLE2_METHODS = ("off_policy", "on_policy", "skd", "adaswitch")  # paper Table 2's rows
 DEFAULT_K, DEFAULT_WINDOW = 3.0, 10  # paper §3.3, and RunConfig's defaults
+# Table 1's SUMM rows a claim reads (claims.md: b, c, d); every GSM row is read (a)
+CLAIMED_SUMM_METHODS = ("off_policy", "on_policy", "adaswitch")
 
 
 @dataclasses.dataclass
@@ -61,13 +65,29 @@ def figure_tasks(profile: Profile) -> tuple:
     return profile.figure_tasks or profile.train_tasks
 
 
-def _grid(profile: Profile, pairs, tasks, methods, **fields) -> list[RunConfig]:
+def claimed(task: str, method: str) -> bool:
+    """Whether a claim of claims.md reads this Table 1 cell, and so needs every seed: each GSM row
+    (a: AdaSwitch against each method; b: on- against off-policy) and, on SUMM, off- and on-policy
+    (b) and AdaSwitch (c, d: its switches)."""
+    return task_kind(task) != "summ" or method in CLAIMED_SUMM_METHODS
+
+
+def run_seeds(profile: Profile, is_claimed: bool) -> tuple:
+    """The seeds of a run that a claim reads (all) or that none reads (`unclaimed_seeds`)."""
+    return profile.seeds if is_claimed or not profile.unclaimed_seeds else profile.unclaimed_seeds
+
+
+def _grid(
+    profile: Profile, pairs, tasks, methods, cells=lambda task, method: True, **fields
+) -> list[RunConfig]:
+    """Runs of every (pair, task, method) and its seeds; `cells(task, method)` says whether a claim
+    reads the cell (see `claimed`)."""
     return [
         RunConfig(profile, pair=pair, task=task, method=method, seed=seed, **fields)
         for pair in pairs
         for task in tasks
         for method in methods
-        for seed in profile.seeds
+        for seed in run_seeds(profile, cells(task, method))
     ]
 
 
@@ -76,9 +96,9 @@ def artifact_runs(profile: Profile, artifact: str) -> list[RunConfig]:
     student records, which preparation writes)."""
     every = dict(pairs=profile.pairs, tasks=profile.train_tasks)
     if artifact == "table1":
-        return _grid(profile, methods=tuple(METHODS), **every)
-    if artifact == "table2":
-        return _grid(profile, methods=TABLE2_METHODS, **every)
+        return _grid(profile, methods=tuple(METHODS), cells=claimed, **every)
+    if artifact == "table2":  # claim e is about time: the runs of Table 1, whatever their seeds
+        return _grid(profile, methods=TABLE2_METHODS, cells=claimed, **every)
     # switch statistics of the AdaSwitch runs (4: first pair only)
     if artifact in ("fig4", "fig7", "fig9"):
         pairs = profile.pairs[:1] if artifact == "fig4" else profile.pairs
@@ -95,6 +115,7 @@ def artifact_runs(profile: Profile, artifact: str) -> list[RunConfig]:
                 figure_pairs(profile),
                 figure_tasks(profile),
                 profile.fig3_methods,
+                cells=lambda task, method: False,  # no claim reads Figure 3
                 divergence=divergence,
             )
         ]

@@ -27,6 +27,7 @@ from adaswitch_lib.data import token_limits
 from adaswitch_lib.errors import KitError
 from adaswitch_lib.methods import METHODS
 from adaswitch_lib.models import pair_shapes
+from adaswitch_lib.plan import claimed, run_seeds
 
 MATMUL_EFFICIENCY = 0.4  # share of the dense peak that training matmuls reach
 HALF_BANDWIDTH = 0.6  # share of the memory bandwidth a decode step's weight reads reach
@@ -134,7 +135,8 @@ def table(profile: Profile, gpu: str):
                 )
             )
             for method in METHODS:
-                seconds = distill_seconds(profile, pair, task, method, gpu) * len(profile.seeds)
+                seeds = run_seeds(profile, claimed(task, method))
+                seconds = distill_seconds(profile, pair, task, method, gpu) * len(seeds)
                 rows.append(dict(pair=pair, task=task, job=method, hours=seconds / 3600))
     return pd.DataFrame(rows).round(2)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from adaswitch_lib import pipeline, plan
-from adaswitch_lib.config import get_profile, run_id
-from adaswitch_lib.errors import KitError
+from adaswitch_lib.config import get_profile, parse_overrides, run_id
+from adaswitch_lib.errors import ConfigError, KitError
 from adaswitch_lib.figures import FIGURES
 from adaswitch_lib.methods import METHODS
 
@@ -62,6 +62,33 @@ def test_cpu_full_runs_three_seeds_of_the_whole_grid():
     full = plan.plan_runs(get_profile("cpu-full"))
     assert {p.run.seed for p in full} == {0, 1, 2}
     assert len(full) > 3 * len(plan.plan_runs(CPU, "table1"))
+
+
+def test_claims_get_every_seed_and_the_other_runs_the_unclaimed_ones():
+    claims = get_profile("cpu-claims")
+    seeds = {}
+    for planned in plan.plan_runs(claims):
+        r = planned.run
+        key = (r.pair, r.task, r.method, r.divergence, r.adaswitch_k, r.adaswitch_window)
+        seeds.setdefault(key, set()).add(r.seed)
+    every, one = set(claims.seeds), set(claims.unclaimed_seeds)
+    assert one == {0} and every == {0, 1, 2}
+    for (pair, task, method, divergence, k, window), got in seeds.items():
+        # Figure 3's forward-KL runs are Table 1's; its other divergence is read by no claim
+        read = divergence == "forward_kl" and (
+            task == "synth_gsm" or method in ("off_policy", "on_policy", "adaswitch")
+        )
+        assert got == (every if read else one), (pair, task, method, divergence, k, window)
+    # the K and L grid (claim f) keeps every seed
+    assert seeds[("tiny-qwen", "synth_gsm", "adaswitch", "forward_kl", 5.0, 10)] == every
+    every_seed = get_profile("cpu-claims", unclaimed_seeds=())
+    assert len(plan.plan_runs(claims)) < len(plan.plan_runs(every_seed))
+
+
+def test_unclaimed_seeds_must_be_some_of_the_seeds():
+    assert parse_overrides(["unclaimed_seeds=0,2"]) == dict(unclaimed_seeds=(0, 2))
+    with pytest.raises(ConfigError, match=r"unclaimed_seeds = \(5,\): give some of seeds"):
+        get_profile("cpu-claims", unclaimed_seeds=(5,))
 
 
 def test_scope_fields_do_not_change_run_ids():
