@@ -1,6 +1,7 @@
 """The paper's qualitative claims, checked against a profile's run records -> `claims.md`.
 
     python -m adaswitch_lib.claims --profile smoke
+    python -m adaswitch_lib.claims --profile cpu-claims --results-dir A --against B  # two settings
 
 Each claim gets the paper's statement, our measurement and a verdict from the paired difference
 it is about (`stats.py`): per seed, method A's score minus method B's, with a 95 % t interval over
@@ -349,6 +350,36 @@ def check_claims(profile: Profile, results_dir: str = "results") -> list[dict]:
     return sorted(rows, key=lambda r: (r["claim"], r["where"]))
 
 
+def verdicts_side_by_side(rows: list[dict], other_rows: list[dict]):
+    """Two `check_claims` outputs of one profile (two CPU settings, two hosts) side by side: each
+    (claim, where) with both verdicts and whether they agree; a row only one side has disagrees."""
+    import pandas as pd
+
+    def verdicts(found):
+        return pd.DataFrame(found, columns=["claim", "where", "verdict"])[
+            ["claim", "where", "verdict"]
+        ]
+
+    both = verdicts(rows).merge(
+        verdicts(other_rows), on=["claim", "where"], how="outer", suffixes=("", " (other)")
+    )
+    both = both.fillna("no record")
+    both["same"] = both["verdict"] == both["verdict (other)"]
+    return both.sort_values(["claim", "where"]).reset_index(drop=True)
+
+
+def compare_verdicts(profile: Profile, results_dir: str, other_dir: str) -> str:
+    """`verdicts_side_by_side` of two results folders, as Markdown with a count of agreements."""
+    both = verdicts_side_by_side(
+        check_claims(profile, results_dir), check_claims(profile, other_dir)
+    )
+    return (
+        both.to_markdown(index=False)
+        + f"\n\n{int(both['same'].sum())} of {len(both)} verdicts agree "
+        f"({results_dir} against {other_dir})"
+    )
+
+
 def regime_section(profile: Profile, results_dir: str = "results") -> str:
     """Whether the runs end where final scores compare (regime.py), as a Markdown section."""
     table = regime_table(profile, load_records(profile.name, results_dir))
@@ -400,8 +431,18 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--results-dir", default="results")
+    parser.add_argument(
+        "--against",
+        default="",
+        help="another results folder of the profile (another CPU setting): print both verdicts "
+        "side by side instead of writing claims.md",
+    )
     args = parser.parse_args(argv)
-    print(write_claims(get_profile(args.profile), args.results_dir).read_text())
+    profile = get_profile(args.profile)
+    if args.against:
+        print(compare_verdicts(profile, args.results_dir, args.against))
+        return 0
+    print(write_claims(profile, args.results_dir).read_text())
     return 0
 
 

@@ -544,9 +544,34 @@ def prepare_pair(
                 model, tokenizer, task, test, max_new, max_prompt, profile.eval_batch_size, style
             ).score
             report[f"{name}_eval_seconds"] = time.perf_counter() - start
+        report["weights_digest"] = _weights_digest(tmp)
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
 
     return atomic.write_folder(folder, write)
+
+
+def weights_digest(folder: Path) -> str:
+    """A short sha256 of a prepared pair's weight files (teacher and base student). Run records
+    carry it, so that runs made from different preparations of one pair (another host's rounding,
+    say) are never mixed in one table. Written into metrics.json at preparation; computed from the
+    files for folders prepared before."""
+    metrics = Path(folder) / "metrics.json"
+    if metrics.exists():
+        digest = json.loads(metrics.read_text()).get("weights_digest")
+        if digest:
+            return digest
+    return _weights_digest(Path(folder))
+
+
+def _weights_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("teacher", "student"):
+        for path in sorted((folder / name).glob("*.safetensors")):
+            digest.update(f"{name}/{path.name}".encode())
+            with open(path, "rb") as weights:
+                while chunk := weights.read(1 << 24):
+                    digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def load_prepared(

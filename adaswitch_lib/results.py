@@ -3,7 +3,8 @@
     results/<profile>/runs/<run_id>/
         record.json           run id, every config field, metrics, each test example's score,
                               evaluations over training, timings, provenance (git commit +
-                              dirty flag, packages, device, threads)
+                              dirty flag, packages, device, threads), the prepared pair's
+                              weights digest
         log.jsonl             one line per optimiser step (loss, lengths, time split, switch
         statistics)
         outputs_<task>.jsonl  what the student wrote for every test example, and how it was scored
@@ -29,6 +30,7 @@ import torch
 
 from adaswitch_lib import atomic
 from adaswitch_lib.config import RunConfig, run_id
+from adaswitch_lib.errors import KitError
 
 RECORD_KEYS = ("run_id", "kind", "config", "metrics", "timings", "provenance")
 
@@ -157,6 +159,27 @@ def write_record(folder: Path, files: dict[str, object]) -> None:
 
 
 # ---------------------------------------------------------------------------- reading
+def check_one_preparation(runs_dir: Path, pair: str, task: str, digest: str) -> None:
+    """Raise a one-line KitError when `runs_dir` holds a record of this pair and task made from
+    other prepared weights (`weights_digest`) than `digest`: its runs and the next would compare
+    students of different teachers. A resumed regeneration on another host re-prepares the pair
+    with its own rounding, and must not land beside the first host's runs. Records from before the
+    digest carry none and are not checked."""
+    for path in sorted(Path(runs_dir).glob("[!.]*/record.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a partial record: read_record removes it when its run comes up
+        where = record.get("run_config", {})
+        other = record.get("weights_digest")
+        if (where.get("pair"), where.get("task")) == (pair, task) and other not in (None, digest):
+            raise KitError(
+                f"{runs_dir} holds {pair} {task} runs made from other prepared weights "
+                f"({other}, e.g. {path.parent.name}) than this preparation ({digest}); restore "
+                "that prepared pair under .cache/models, or move those runs away to redo them"
+            )
+
+
 def load_records(profile: str, results_dir: str = "results"):
     """Every finished record of a profile as one DataFrame: one row per run, with the run's own
     fields (pair, task, method, seed, divergence, K, L, ...), `metrics.*` and `timings.*`."""

@@ -27,8 +27,20 @@ from adaswitch_lib.data import (
 from adaswitch_lib.distill import DistillResult, distill, is_sharded, make_accelerator
 from adaswitch_lib.evaluate import Evaluation, evaluate, validation_divergence
 from adaswitch_lib.methods import get_method
-from adaswitch_lib.prepare import CACHE_ROOT, load_prepared, prepare_pair, seqkd_pairs
-from adaswitch_lib.results import provenance, read_record, run_folder, write_record
+from adaswitch_lib.prepare import (
+    CACHE_ROOT,
+    load_prepared,
+    prepare_pair,
+    seqkd_pairs,
+    weights_digest,
+)
+from adaswitch_lib.results import (
+    check_one_preparation,
+    provenance,
+    read_record,
+    run_folder,
+    write_record,
+)
 from adaswitch_lib.sampler import shared_vocab_size
 
 
@@ -230,6 +242,8 @@ def run_distillation(run: RunConfig, cache_root: Path = CACHE_ROOT, accelerator=
     start = time.perf_counter()
     accelerator = accelerator or make_accelerator(run.profile)
     inputs = load_inputs(run, cache_root, accelerator)
+    digest = weights_digest(inputs.pair_folder)
+    check_one_preparation(folder.parent, run.pair, run.task, digest)
     sharded = is_sharded(accelerator)  # then every process evaluates, stepping together
     seconds = dict(setup=time.perf_counter() - start)
     print(f"==> distill {rid}", flush=True)
@@ -263,6 +277,7 @@ def run_distillation(run: RunConfig, cache_root: Path = CACHE_ROOT, accelerator=
         record = distillation_record(
             run, inputs, result, finals, seconds, accelerator.num_processes
         )
+        record["weights_digest"] = digest
         write_record(
             folder,
             {"log.jsonl": scratch / "log.jsonl", "record.json": record, **_output_files(finals)},
@@ -290,6 +305,8 @@ def record_pair_baselines(
     folder = prepare_pair(profile, pair, task, cache_root)
     # the base student in fp32, as the distilled students are scored; the teacher as it teaches
     teacher, student, tokenizer = load_prepared(folder, profile.dtype, student_dtype="float32")
+    digest = weights_digest(folder)
+    check_one_preparation(Path(results_dir) / profile.name / "runs", pair, task, digest)
     out = []
     for who, model in (("teacher", teacher), ("student", student)):
         rid = baseline_id(profile, pair, task, who)
@@ -309,6 +326,7 @@ def record_pair_baselines(
                 timings=dict(total=time.perf_counter() - start),
                 provenance=provenance(),
                 pair_folder=folder.name,
+                weights_digest=digest,
             )
             write_record(target, {"record.json": record, **_output_files(finals)})
         out.append(record)

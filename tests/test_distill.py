@@ -466,6 +466,42 @@ def test_teacher_and_student_rows_use_the_same_evaluation(cache, tmp_path):
     assert sorted(frame["kind"]) == ["student", "teacher"]
 
 
+def test_runs_from_another_preparation_of_the_pair_are_refused(cache, tmp_path):
+    """Every record names the prepared weights it came from; a run whose pair was prepared again
+    with other weights (another host's rounding) is refused beside the first preparation's runs,
+    in one line, and writes nothing."""
+    import shutil
+
+    from adaswitch_lib.prepare import _weights_digest, weights_digest
+
+    folder = prepare_pair(SMOKE, "tiny-qwen", "synth_gsm", cache_root=cache)
+    digest = json.loads((folder / "metrics.json").read_text())["weights_digest"]
+    assert digest == _weights_digest(folder) == weights_digest(folder) and len(digest) == 16
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    (other / "metrics.json").write_text("{}")  # a folder from before the digest: from its files
+    assert weights_digest(other) == digest
+    student = load_prepared(other, student_dtype="float32")[1]
+    with torch.no_grad():
+        student.lm_head.weight[0, 0] += 1.0
+    student.save_pretrained(other / "student")
+    assert weights_digest(other) != digest
+
+    baselines = run_module.record_pair_baselines(
+        SMOKE, "tiny-qwen", "synth_gsm", str(tmp_path), cache_root=cache
+    )
+    assert {r["weights_digest"] for r in baselines} == {digest}
+    runs = tmp_path / "smoke" / "runs"
+    teacher_record = runs / baselines[0]["run_id"] / "record.json"
+    teacher_record.write_text(json.dumps(dict(baselines[0], weights_digest="0123456789abcdef")))
+    run = run_for("off_policy", get_profile("smoke", kd_steps=2), tmp_path)
+    with pytest.raises(KitError, match=r"holds tiny-qwen synth_gsm runs made from other prepared"):
+        run_module.run_distillation(run, cache_root=cache)
+    assert not results.run_folder(run).exists()
+    teacher_record.write_text(json.dumps(baselines[0]))  # the same weights again: it runs
+    assert run_module.run_distillation(run, cache_root=cache)["weights_digest"] == digest
+
+
 def test_ground_truth_targets_layout():
     t = ground_truth_targets([([5, 6, 7], [8, 2]), ([9], [10, 11, 12, 2])], pad_token_id=0)
     assert t.sequences.tolist() == [[5, 6, 7, 8, 2, 0, 0], [0, 0, 9, 10, 11, 12, 2]]

@@ -138,3 +138,21 @@ def test_claims_give_the_test_samples_own_interval_from_per_question_scores():
     # mean 50, sd 57.74, se 28.87, t(0.975, 3) = 3.1824: 50 ± 91.87
     assert "test sample alone (seed 0): +50.00 [-41.87, +141.87] over 4 questions" in ours
     assert v == "not resolved (one seed)"
+
+
+def test_verdicts_of_two_settings_side_by_side():
+    """Two settings' claims: the verdicts that agree, one that flips, and a row only one side has
+    (it disagrees: a claim measured on one setting only is not shown to agree)."""
+    first = [
+        dict(claim="a", where="Qwen GSM", verdict="holds"),
+        dict(claim="b", where="Qwen GSM", verdict="not resolved"),
+        dict(claim="b", where="Qwen SUMM", verdict="holds"),
+    ]
+    second = [
+        dict(claim="a", where="Qwen GSM", verdict="holds"),
+        dict(claim="b", where="Qwen GSM", verdict="does not hold"),
+    ]
+    both = claims.verdicts_side_by_side(first, second).set_index(["claim", "where"])
+    assert list(both["same"]) == [True, False, False]
+    assert both.loc[("b", "Qwen GSM"), "verdict (other)"] == "does not hold"
+    assert both.loc[("b", "Qwen SUMM"), "verdict (other)"] == "no record"
