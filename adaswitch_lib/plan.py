@@ -6,7 +6,7 @@ Figures 4-9) appears once, with every artifact it feeds.
     python -m adaswitch_lib.plan --profile cpu --only fig6
     python -m adaswitch_lib.plan --memory --profile colab --gpu t4   # peak GPU memory per phase
 
-The grids come from the profile: `seeds` (`unclaimed_seeds` for the runs no claim reads), and
+The grids come from the profile: `seeds` (`unclaimed_seed_count` for the runs no claim reads), and
 `figure_pairs`, `figure_tasks`, `fig3_*`, `fig6_*` for the figures the cpu profile shrinks to fit
 its time budget.
 """
@@ -73,8 +73,9 @@ def claimed(task: str, method: str) -> bool:
 
 
 def run_seeds(profile: Profile, is_claimed: bool) -> tuple:
-    """The seeds of a run that a claim reads (all) or that none reads (`unclaimed_seeds`)."""
-    return profile.seeds if is_claimed or not profile.unclaimed_seeds else profile.unclaimed_seeds
+    """The seeds of a run that a claim reads (all) or that none reads (the first
+    `unclaimed_seed_count`, so that they pair with the claimed runs of the same seeds)."""
+    return profile.seeds[: None if is_claimed else profile.unclaimed_seed_count or None]
 
 
 def _grid(

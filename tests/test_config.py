@@ -161,7 +161,7 @@ def test_every_config_field_carries_its_help():
         "gradient_checkpointing",
         "log_every",
         "seeds",
-        "unclaimed_seeds",
+        "unclaimed_seed_count",
         "figure_pairs",
         "figure_tasks",
         "fig3_methods",

@@ -71,7 +71,7 @@ def test_claims_get_every_seed_and_the_other_runs_the_unclaimed_ones():
         r = planned.run
         key = (r.pair, r.task, r.method, r.divergence, r.adaswitch_k, r.adaswitch_window)
         seeds.setdefault(key, set()).add(r.seed)
-    every, one = set(claims.seeds), set(claims.unclaimed_seeds)
+    every, one = set(claims.seeds), set(claims.seeds[: claims.unclaimed_seed_count])
     assert one == {0} and every == {0, 1, 2}
     for (pair, task, method, divergence, k, window), got in seeds.items():
         # Figure 3's forward-KL runs are Table 1's; its other divergence is read by no claim
@@ -81,14 +81,18 @@ def test_claims_get_every_seed_and_the_other_runs_the_unclaimed_ones():
         assert got == (every if read else one), (pair, task, method, divergence, k, window)
     # the K and L grid (claim f) keeps every seed
     assert seeds[("tiny-qwen", "synth_gsm", "adaswitch", "forward_kl", 5.0, 10)] == every
-    every_seed = get_profile("cpu-claims", unclaimed_seeds=())
+    every_seed = get_profile("cpu-claims", unclaimed_seed_count=0)
     assert len(plan.plan_runs(claims)) < len(plan.plan_runs(every_seed))
 
 
-def test_unclaimed_seeds_must_be_some_of_the_seeds():
-    assert parse_overrides(["unclaimed_seeds=0,2"]) == dict(unclaimed_seeds=(0, 2))
-    with pytest.raises(ConfigError, match=r"unclaimed_seeds = \(5,\): give some of seeds"):
-        get_profile("cpu-claims", unclaimed_seeds=(5,))
+def test_unclaimed_runs_take_the_first_seeds_of_any_seed_override():
+    """`--set seeds=...` composes with the count: the unclaimed runs take the first seeds given,
+    which the claimed runs have too (so they pair)."""
+    assert parse_overrides(["unclaimed_seed_count=2"]) == dict(unclaimed_seed_count=2)
+    other = get_profile("cpu-claims", seeds=(4, 5, 6))
+    assert {p.run.seed for p in plan.plan_runs(other, "fig3")} == {4}
+    with pytest.raises(ConfigError, match="unclaimed_seed_count"):
+        get_profile("cpu-claims", unclaimed_seed_count=-1)
 
 
 def test_scope_fields_do_not_change_run_ids():
