@@ -57,6 +57,8 @@ def test_notebook_runs_under_papermill(path, tmp_path):
         cwd=str(path.parent),
         progress_bar=False,
         request_save_on_cell_execute=False,
+        # a stalled kernel fails the test instead of holding CI to its limit
+        execution_timeout=900,
     )
     executed = json.loads(out.read_text())
     assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
