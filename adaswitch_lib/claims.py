@@ -356,9 +356,7 @@ def verdicts_side_by_side(rows: list[dict], other_rows: list[dict]):
     import pandas as pd
 
     def verdicts(found):
-        return pd.DataFrame(found, columns=["claim", "where", "verdict"])[
-            ["claim", "where", "verdict"]
-        ]
+        return pd.DataFrame(found, columns=["claim", "where", "verdict"])
 
     both = verdicts(rows).merge(
         verdicts(other_rows), on=["claim", "where"], how="outer", suffixes=("", " (other)")
