@@ -250,6 +250,13 @@ class Profile:
     student_warmup_steps_summ: int = _field(
         0, "summarisation's own warm start (0 = as student_warmup_steps)"
     )
+    student_warmup_operations: str = _field(
+        "",
+        "synth_gsm only: the warm start sees only the problems whose steps all use these "
+        'operations (e.g. "+-"), so it converges on them and KD has the rest to teach; "" = every '
+        "problem (docs/calibration.md)",
+        omit_default=True,
+    )
     student_lr: float = _field(1e-5, "learning rate of the base student's warm start")
     # distillation (paper: 3 epochs, lr 1e-5, warmup 0.1)
     kd_lr: float = _field(1e-5, "distillation learning rate (paper: 1e-5)")
@@ -405,6 +412,12 @@ class Profile:
         for names, bounds in _PROFILE_RANGES:
             for name in names.split():
                 _check_range(name, getattr(self, name), **bounds)
+        operations = self.student_warmup_operations
+        if set(operations) - set("+-*/") or len(set(operations)) != len(operations):
+            raise ConfigError(
+                f"student_warmup_operations = {operations!r}: use distinct characters of '+-*/', "
+                "or '' for every problem"
+            )
         if self.kd_batch_size % self.grad_accum_steps:
             raise ConfigError(
                 f"kd_batch_size ({self.kd_batch_size}) must be a multiple of grad_accum_steps "

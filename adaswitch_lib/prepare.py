@@ -29,8 +29,10 @@ from adaswitch_lib.data import (
     token_limits,
     tokenize_pairs,
 )
+from adaswitch_lib.errors import ConfigError
 from adaswitch_lib.evaluate import evaluate
 from adaswitch_lib.losses import positions_within
+from adaswitch_lib.synth import solution_operations
 
 CACHE_ROOT = Path(".cache") / "models"
 
@@ -310,7 +312,12 @@ def _unless_default(profile: Profile, *names: str) -> dict:
 
 # the fields that shape only the tiny base student: a pair that differs in these alone reuses the
 # teacher of an existing folder (calibrating the warm start does not retrain the teacher)
-STUDENT_ONLY_FIELDS = ("student_shape", "student_lr", "student_warmup_steps")
+STUDENT_ONLY_FIELDS = (
+    "student_shape",
+    "student_lr",
+    "student_warmup_steps",
+    "student_warmup_operations",
+)
 
 
 def _key_fields(profile: Profile, pair: str, task: str) -> dict:
@@ -345,6 +352,7 @@ def _key_fields(profile: Profile, pair: str, task: str) -> dict:
         token_limits=token_limits(profile, task),
         **_checkpoints(profile, pair),
         **_unless_default(profile, "sft_val_examples", "teacher_sft", "lora_rank"),
+        **(_unless_default(profile, "student_warmup_operations") if task == "synth_gsm" else {}),
     )
 
 
@@ -471,6 +479,26 @@ def _student_warm_start(profile, pair, task, student, pad_token_id, train_pairs,
     return history
 
 
+def _warm_start_operations(profile: Profile, task: str) -> str:
+    """The operations the base student's warm start is limited to ("" = every problem)."""
+    return profile.student_warmup_operations if task == "synth_gsm" else ""
+
+
+def _warm_start_examples(profile: Profile, task: str, examples: list[dict]) -> list[dict]:
+    """The examples the base student warms up on: with `student_warmup_operations` set, only the
+    problems whose every step uses those operations. Why: a student warmed up to convergence on a
+    part of the task sits on a plateau (robust to another CPU's rounding and to KD's first steps)
+    and leaves KD the rest of the task to teach."""
+    operations = set(_warm_start_operations(profile, task))
+    kept = [e for e in examples if not operations or solution_operations(e["target"]) <= operations]
+    if not kept:
+        raise ConfigError(
+            f"student_warmup_operations = {profile.student_warmup_operations!r} keeps no "
+            f"{task} example: add operations"
+        )
+    return kept
+
+
 def _donated_models(profile: Profile, pair: str, donor: Path, device):
     """(tokenizer, teacher, base student before training) with the tokenizer and trained teacher
     of `donor`, a folder whose teacher this pair would train identically."""
@@ -531,6 +559,15 @@ def prepare_pair(
             donated = json.loads((donor / "metrics.json").read_text())
             report["teacher_from"] = donor.name
             report.update({k: donated[k] for k in ("teacher_sft", "teacher_score")})
+        if _warm_start_operations(profile, task):
+            warm_train, warm_val = (
+                tokenize_pairs(tokenizer, examples, max_prompt, max_new, style)
+                for examples in (
+                    _warm_start_examples(profile, task, train),
+                    _warm_start_examples(profile, task, val)[: profile.sft_val_examples],
+                )
+            )
+            data = (tokenizer.pad_token_id, warm_train, warm_val, device)
         warm_start = _student_warm_start(profile, pair, task, student, *data)
         if warm_start is not None:
             report["student_warm_start"] = warm_start

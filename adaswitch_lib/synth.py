@@ -150,6 +150,11 @@ def render_gsm(
     return " ".join(sentences), "\n".join(lines + [f"#### {answer}"]), str(answer)
 
 
+def solution_operations(solution: str) -> set[str]:
+    """The operations a `synth_gsm` solution's step lines use ("a op b = c"), e.g. {"+", "*"}."""
+    return {line.split()[1] for line in solution.splitlines() if not line.startswith("####")}
+
+
 def _gsm_example(
     task: str, split: str, i: int, question: str, solution: str, answer: str, **extra
 ) -> dict:

@@ -9,9 +9,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from adaswitch_lib import atomic, models
 from adaswitch_lib import prepare as train
 from adaswitch_lib.config import get_profile
-from adaswitch_lib.data import format_completion, format_prompt, load_task
+from adaswitch_lib.data import format_completion, format_prompt, load_profile_task, load_task
 from adaswitch_lib.errors import ConfigError, DataUnavailableError
 from adaswitch_lib.sampler import shared_vocab_size
+from adaswitch_lib.synth import solution_operations
 
 SMOKE = get_profile("smoke")
 
@@ -524,3 +525,36 @@ def test_a_new_warm_start_reuses_the_teacher_and_equals_a_fresh_preparation(tmp_
         )
         is None
     )
+
+
+def test_a_warm_start_limited_to_some_operations_sees_only_their_problems(tmp_path, monkeypatch):
+    """`student_warmup_operations="+-"`: the base student warms up on the problems that add and
+    subtract only (train and validation), the teacher on every problem and is reused; synth_summ
+    and the default keys are untouched."""
+    assert solution_operations("35 * 2 = 70\n70 - 4 = 66\n#### 66") == {"*", "-"}
+    profile = get_profile("smoke", teacher_steps=12)
+    first = train.prepare_pair(profile, "tiny-qwen", "synth_gsm", cache_root=tmp_path)
+    limited = get_profile("smoke", teacher_steps=12, student_warmup_operations="+-")
+    assert train.teacher_key(limited, "tiny-qwen", "synth_gsm") == train.teacher_key(
+        profile, "tiny-qwen", "synth_gsm"
+    )
+    assert train.pair_key(limited, "tiny-qwen", "synth_gsm") != first.name
+    assert train.pair_key(limited, "tiny-qwen", "synth_summ") == train.pair_key(
+        profile, "tiny-qwen", "synth_summ"
+    )
+    seen = []
+    real_sft = train.supervised_finetune
+    monkeypatch.setattr(
+        train, "supervised_finetune", lambda *a, **k: seen.append(a[1:3]) or real_sft(*a, **k)
+    )
+    folder = train.prepare_pair(limited, "tiny-qwen", "synth_gsm", cache_root=tmp_path)
+    assert json.loads((folder / "metrics.json").read_text())["teacher_from"] == first.name
+    [(train_pairs, val_pairs)] = seen
+    tok = models.load_tokenizer(str(folder / "tokenizer"))
+    examples = load_profile_task(limited, "synth_gsm", "train")
+    wanted = [e for e in examples if solution_operations(e["target"]) <= {"+", "-"}]
+    assert 0 < len(train_pairs) == len(wanted) < len(examples)
+    for _, response in train_pairs + val_pairs:
+        assert not {"*", "/"} & set(tok.decode(response).split())
+    with pytest.raises(ConfigError, match="student_warmup_operations"):
+        get_profile("smoke", student_warmup_operations="+x")
