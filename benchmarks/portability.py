@@ -5,6 +5,7 @@ scratch folder, and compare the teacher's and the base student's scores (issue b
     python benchmarks/portability.py --out /tmp/port --profile cpu-claims \
         --pairs tiny-qwen,tiny-llama --tasks synth_gsm --settings "1 thread,2 threads"
 
+`--set FIELD=VALUE` prepares (and distills) a profile override, e.g. another warm start.
 A setting's preparation is cached in `<out>/<setting>/.cache`, so a rerun only prepares what is
 missing; a folder already prepared under that setting elsewhere may be linked there beforehand.
 `--methods` adds one KD run per method and seed under every setting, compared the same way.
@@ -49,15 +50,17 @@ def run_in(out: str, label: str, command: list[str]) -> None:
 
 def kit_command(args, verb: str, pair: str, task: str) -> list[str]:
     command = [sys.executable, "-m", "adaswitch_lib", verb, "--profile", args.profile]
+    for item in args.set:
+        command += ["--set", item]
     return command + ["--pair", pair, "--task", task]
 
 
 def pair_scores(args, label: str, pair: str, task: str) -> dict:
     run_in(args.out, label, kit_command(args, "prepare", pair, task))
-    from adaswitch_lib.config import get_profile
+    from adaswitch_lib.config import get_profile, parse_overrides
     from adaswitch_lib.prepare import pair_key
 
-    key = pair_key(get_profile(args.profile), pair, task)
+    key = pair_key(get_profile(args.profile, **parse_overrides(args.set)), pair, task)
     metrics = next((folder(args.out, label) / ".cache" / "models").glob(f"*/{key}/metrics.json"))
     found = json.loads(metrics.read_text())
     return dict(teacher=found["teacher_score"], student=found["student_score"])
@@ -75,6 +78,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="scratch folder, one subfolder per setting")
     parser.add_argument("--profile", default="cpu-claims")
+    parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE (repeatable)")
     parser.add_argument("--pairs", default="tiny-qwen,tiny-llama")
     parser.add_argument("--tasks", default="synth_gsm")
     parser.add_argument("--settings", default="1 thread,2 threads", help=", ".join(SETTINGS))
