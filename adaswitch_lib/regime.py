@@ -97,6 +97,10 @@ def check_curves(curve, final: float, base, teacher, tolerances: Tolerances) -> 
     last_step = int(mean.index.max())
     late = mean[mean.index >= (1 - tolerances.late_share) * last_step]
     dip = float(mean.iloc[0] - mean.min())
+    # how long a dip lasts: a student that loses ground for a few evaluations while it learns
+    # what it lacked differs from one that never recovers
+    after = mean[mean.index >= mean.idxmin()]
+    back = after[after >= mean.iloc[0]]
     late_move = float(late.max() - late.min())
     room = None
     if base is not None and teacher is not None:
@@ -107,6 +111,8 @@ def check_curves(curve, final: float, base, teacher, tolerances: Tolerances) -> 
         teacher=teacher,
         final=round(final, 2),
         dip=round(dip, 2),
+        lowest_at=int(mean.idxmin()),
+        back_at=int(back.index[0]) if len(back) else None,
         late_move=round(late_move, 2),
         no_collapse=dip <= tolerances.collapse,
         converged=late_move <= tolerances.late_move,
@@ -116,7 +122,8 @@ def check_curves(curve, final: float, base, teacher, tolerances: Tolerances) -> 
 
 def regime_table(profile: Profile, records):
     """Per pair, task and method: seeds, base and teacher scores, the seed-mean final score and
-    learning curve's lowest dip and late range, and whether each condition holds. Only Table 1's
+    learning curve's lowest dip (its step, and the first step back at the start) and late range,
+    and whether each condition holds. Only Table 1's
     runs of `profile` count (one divergence, the default K and L)."""
     import pandas as pd
 
