@@ -456,9 +456,11 @@ def _teacher_sft(profile, task, teacher, pad_token_id, train_pairs, val_pairs, d
 
 
 def _student_warm_start(profile, pair, task, student, pad_token_id, train_pairs, val_pairs, device):
-    """The tiny base student's warm start: a short SFT on the same data, stopped before its phase
-    transition, so that it writes task-shaped text but solves little (the paper's base students
-    score ~0 on GSM). Its history, or None without one (a Hub pair's student is as published)."""
+    """The tiny base student's warm start: an SFT that leaves it writing task-shaped text but
+    solving little (the paper's base students score ~0 on GSM): either short, stopped before its
+    phase transition, or to convergence on a part of synth_gsm (`student_warmup_operations`; the
+    caller passes those examples). Its history, or None without one (a Hub pair's student is as
+    published)."""
     _, warmup_steps = task_sft_steps(profile, task)
     if not pair.startswith("tiny-") or not warmup_steps:
         return None
