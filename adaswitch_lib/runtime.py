@@ -123,6 +123,12 @@ def table(profile: Profile, gpu: str):
 
     if gpu not in SPEEDS:
         raise KitError(f"unknown GPU {gpu!r}; valid names: {', '.join(SPEEDS)}")
+    tiny = [pair for pair in profile.pairs if pair.startswith("tiny-")]
+    if tiny:
+        raise KitError(
+            f"the tiny pairs ({', '.join(tiny)}) train on this CPU, not a GPU: their times are "
+            "measured (docs/calibration.md); estimate a Hub profile, e.g. --profile colab"
+        )
     rows = []
     for pair in profile.pairs:
         for task in profile.train_tasks:

@@ -58,3 +58,7 @@ def test_runtime_prints_table1_hours_and_refuses_unknown_gpus(capsys):
     assert "adaswitch" in out and "Table 1 of colab on one l4: about" in out
     assert runtime.main(["--profile", "colab", "--gpu", "v100"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
+    # a tiny pair has no roofline: one line that says where its times are, not a traceback
+    assert runtime.main(["--profile", "cpu-claims"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tiny pairs (tiny-qwen, tiny-llama) train on this CPU" in err
