@@ -352,7 +352,7 @@ def _key_fields(profile: Profile, pair: str, task: str) -> dict:
         token_limits=token_limits(profile, task),
         **_checkpoints(profile, pair),
         **_unless_default(profile, "sft_val_examples", "teacher_sft", "lora_rank"),
-        **(_unless_default(profile, "student_warmup_operations") if task == "synth_gsm" else {}),
+        **_warm_start_key(profile, task),
     )
 
 
@@ -484,6 +484,13 @@ def _student_warm_start(profile, pair, task, student, pad_token_id, train_pairs,
 def _warm_start_operations(profile: Profile, task: str) -> str:
     """The operations the base student's warm start is limited to ("" = every problem)."""
     return profile.student_warmup_operations if task == "synth_gsm" else ""
+
+
+def _warm_start_key(profile: Profile, task: str) -> dict:
+    """The warm start's operations in the cache key, only when they limit this task's warm start
+    (so that every existing key stays as it was)."""
+    operations = _warm_start_operations(profile, task)
+    return {"student_warmup_operations": operations} if operations else {}
 
 
 def _warm_start_examples(profile: Profile, task: str, examples: list[dict]) -> list[dict]:
