@@ -487,6 +487,7 @@ def _sample(method: str, student, teacher, ids, mask, cfg, vocab, noise, gather)
     return reference(student, teacher, ids, mask, cfg, vocab, noise, keep)
 
 
+@torch.no_grad()  # sampling builds no graph: the update does its own forward
 def sample_targets(
     method: str,
     student,

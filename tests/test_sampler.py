@@ -423,6 +423,24 @@ def test_kept_teacher_logits_match_a_teacher_forced_pass(pair):
         assert torch.allclose(t.teacher_logits[m], forced[m], atol=1e-4)
 
 
+def test_sampling_builds_no_autograd_graph_even_where_gradients_are_on(pair):
+    """A KD step samples with its student in training (grad-enabled) context; a graph kept
+    through the decode would cost time and memory and is never used."""
+    cfg = SamplerConfig(
+        max_new_tokens=12,
+        adaswitch_k=1.3,
+        adaswitch_window=3,
+        eos_token_id=EOS,
+        keep_teacher_logits=True,
+    )
+    with torch.enable_grad():
+        for method in ("student", "adaswitch", "skd"):
+            t = run(method, pair, cfg)
+            assert t.teacher_logits is None or not t.teacher_logits.requires_grad
+            for key, value in t.stats.items():
+                assert not value.requires_grad, (method, key)
+
+
 def test_padded_vocabulary_is_sliced_and_a_real_mismatch_is_an_error():
     student, teacher = tiny(vocab=VOCAB), tiny(layers=2, vocab=VOCAB + 16)
     ids, mask = prompts(4)
