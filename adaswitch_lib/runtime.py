@@ -126,8 +126,9 @@ def table(profile: Profile, gpu: str):
     tiny = [pair for pair in profile.pairs if pair.startswith("tiny-")]
     if tiny:
         raise KitError(
-            f"the tiny pairs ({', '.join(tiny)}) train on this CPU, not a GPU: their times are "
-            "measured (docs/calibration.md); estimate a Hub profile, e.g. --profile colab"
+            f"the tiny pairs ({', '.join(tiny)}) train on this CPU, not a GPU: `./run_all.sh "
+            f"--profile {profile.name} --dry-run` estimates them from finished runs; estimate a "
+            "Hub profile here, e.g. --profile colab"
         )
     rows = []
     for pair in profile.pairs:
