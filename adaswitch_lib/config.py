@@ -106,6 +106,13 @@ class SynthConfig:
     operations: str = _field("+-*/", 'subset of "+-*/"; * by 2..4, / by 2..5 (exact only)')
     min_turns: int = _field(6, "fewest dialogue turns in synth_summ (slot turns + small talk)")
     max_turns: int = _field(10, "most dialogue turns in synth_summ")
+    summ_rejections: int = _field(
+        0,
+        "synth_summ made harder: after agreeing, the speakers renegotiate one slot (a day, time, "
+        "city, ...) through up to this many turned-down proposals, and the summaries give the "
+        "value finally accepted; 0 keeps every value stated once",
+        omit_default=True,
+    )
     n_train_gsm: int = _field(7000, "synth_gsm train problems (split sizes follow the real tasks)")
     n_val_gsm: int = _field(473, "synth_gsm validation problems")
     n_test_gsm: int = _field(1319, "synth_gsm test problems")
@@ -125,6 +132,7 @@ class SynthConfig:
             )
         _check_range("SynthConfig.min_turns", self.min_turns, low=4)
         _check_range("SynthConfig.max_turns", self.max_turns, low=self.min_turns)
+        _check_range("SynthConfig.summ_rejections", self.summ_rejections, low=0, high=3)
         for name in (
             "n_train_gsm",
             "n_val_gsm",
@@ -590,15 +598,18 @@ def get_profile(name: str, **overrides) -> Profile:
             raise ConfigError(
                 f"unknown profile field {key!r}; valid fields: {', '.join(sorted(defaults))}"
             )
-    typed = {key: _typed_like(defaults[key], value) for key, value in overrides.items()}
+    named = {**defaults, **_PROFILES[name]}
+    typed = {key: _typed_like(named[key], value) for key, value in overrides.items()}
     return Profile(**{**_PROFILES[name], **typed})
 
 
-def _typed_like(default, value):
-    if isinstance(default, tuple) and isinstance(value, list):
+def _typed_like(base, value):
+    """An override as its field's type; a dict for a nested config changes only the fields it names
+    of the profile's own (`synth={"summ_rejections": 3}` keeps the profile's split sizes)."""
+    if isinstance(base, tuple) and isinstance(value, list):
         return tuple(value)
-    if dataclasses.is_dataclass(default) and isinstance(value, dict):
-        return type(default)(**value)
+    if dataclasses.is_dataclass(base) and isinstance(value, dict):
+        return dataclasses.replace(base, **value)
     return value
 
 
@@ -643,15 +654,27 @@ def parse_overrides(items) -> dict:
     """`FIELD=VALUE` strings (the command line's `--set`) -> typed profile overrides: int, float,
     bool or str like the field's default, tuples as comma-separated items (`pairs=qwen-small`),
     a tiny model's shape as layers,hidden,heads,kv_heads,intermediate
-    (`student_shape=1,128,4,2,512`)."""
+    (`student_shape=1,128,4,2,512`), a field of the twins' config as `synth.FIELD=VALUE`."""
     defaults = {f.name: f.default for f in dataclasses.fields(Profile)}
+    synth_defaults = {f.name: f.default for f in dataclasses.fields(SynthConfig)}
     out = {}
     for item in items:
         name, sep, text = item.partition("=")
-        if not sep or name not in defaults:
+        nested = name.removeprefix("synth.") if name.startswith("synth.") else None
+        if nested is not None and sep and nested in synth_defaults:
+            try:
+                out.setdefault("synth", {})[nested] = _parse_value(
+                    name, synth_defaults[nested], text
+                )
+            except ValueError:
+                kind = type(synth_defaults[nested]).__name__
+                raise ConfigError(f"--set {item!r}: {name} takes a value of type {kind}") from None
+            continue
+        if not sep or name not in defaults or name == "synth":
             raise ConfigError(
-                f"--set {item!r}: use FIELD=VALUE with a profile field; valid fields: "
-                f"{', '.join(sorted(defaults))}"
+                f"--set {item!r}: use FIELD=VALUE with a profile field or synth.FIELD=VALUE with "
+                f"a field of the twins; valid fields: {', '.join(sorted(defaults))}; synth. "
+                f"fields: {', '.join(sorted(synth_defaults))}"
             )
         try:
             out[name] = _parse_value(name, defaults[name], text)
@@ -798,14 +821,35 @@ def _left_out(f: dataclasses.Field, value) -> bool:
 
 def config_hash(obj, length: int = 12) -> str:
     """Stable hex digest of a config dataclass: same fields, same hash, on any machine."""
-    blob = json.dumps(plain(obj, result_only=True), sort_keys=True, separators=(",", ":"))
+    return _digest(plain(obj, result_only=True), length)
+
+
+def _digest(fields: dict, length: int = 12) -> str:
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+# twins' fields that only the summarisation twin reads: a GSM run's id and prepared pair leave them
+# out, so that making synth_summ harder redoes no GSM run
+SUMM_ONLY_SYNTH_FIELDS = ("summ_rejections",)
+SUMM_TASKS = ("dialogsum", "synth_summ")
+
+
+def synth_for_task(synth: SynthConfig, task: str) -> dict:
+    """The twins' result-changing fields that a run or preparation on `task` depends on."""
+    fields = plain(synth, result_only=True)
+    if task not in SUMM_TASKS:
+        for name in SUMM_ONLY_SYNTH_FIELDS:
+            fields.pop(name, None)
+    return fields
 
 
 def run_id(run: RunConfig) -> str:
     """Readable and unique: `<pair>-<task>-<method>-s<seed>-<hash of every result-changing
-    field>`."""
-    return f"{run.pair}-{run.task}-{run.method}-s{run.seed}-{config_hash(run)}"
+    field>` (less the twins' fields that only another task reads)."""
+    fields = plain(run, result_only=True)
+    fields["profile"]["synth"] = synth_for_task(run.profile.synth, run.task)
+    return f"{run.pair}-{run.task}-{run.method}-s{run.seed}-{_digest(fields)}"
 
 
 def baseline_id(profile: Profile, pair: str, task: str, who: str) -> str:

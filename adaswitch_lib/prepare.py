@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from adaswitch_lib import atomic, models
-from adaswitch_lib.config import Profile, plain
+from adaswitch_lib.config import Profile, plain, synth_for_task
 from adaswitch_lib.data import (
     EpochOrder,
     format_completion,
@@ -340,7 +340,8 @@ def _key_fields(profile: Profile, pair: str, task: str) -> dict:
         "train_bf16",
         "length_groups",
     )
-    fields = {n: plain(getattr(profile, n)) for n in names}
+    fields = {n: plain(getattr(profile, n), result_only=True) for n in names}
+    fields["synth"] = synth_for_task(profile.synth, task)
     teacher_steps, warmup_steps = task_sft_steps(profile, task)
     return dict(
         fields,

@@ -386,10 +386,62 @@ _SMALL_TALK = [
 ]
 
 
+# the slots a renegotiation may change (`SynthConfig.summ_rejections`), as a proposal names them
+_NEGOTIABLE = {
+    "day": "{}",
+    "time": "{}",
+    "city": "{}",
+    "transport": "the {}",
+    "color": "{}",
+    "price": "{} dollars",
+}
+_PROPOSE = ["What about {}?", "How about {}?", "Could we do {}?", "Maybe {}?"]
+_TURN_DOWN = [
+    "No, {} is bad for me.",
+    "Sorry, {} does not work.",
+    "{} is not possible, I am afraid.",
+]
+_ACCEPT = ["Yes, {} is perfect.", "{} works for me.", "Fine, {} it is."]
+_LOOK_BACK = ["Good, that is better than {}.", "Much better than {}, thanks."]
+
+
+def _renegotiation(rng: random.Random, spec: dict, slots: dict, most: int) -> list[str]:
+    """Turns that go back on one agreed slot: it is turned down, up to `most` proposals are
+    turned down too, one is accepted, and half the time a turned-down value is named last. Updates
+    `slots` to the accepted value. Whoever spoke last does not matter: the summary follows what
+    was accepted, not what was said last (what makes it harder than copying)."""
+    names = [name for name in spec["slots"] if name in _NEGOTIABLE]
+    if not names:
+        return []
+    name = rng.choice(names)
+    shown = _NEGOTIABLE[name].format
+    agreed = slots[name]
+    others = [v for v in spec["slots"][name] if v != agreed]
+    proposals = rng.sample(others, min(len(others), 1 + rng.randint(0, most)))
+    *turned_down, accepted = proposals
+    turns = [_sentence(rng.choice(_TURN_DOWN), shown(agreed))]
+    for value in turned_down:
+        turns.append(_sentence(rng.choice(_PROPOSE), shown(value)))
+        turns.append(_sentence(rng.choice(_TURN_DOWN), shown(value)))
+    turns.append(_sentence(rng.choice(_PROPOSE), shown(accepted)))
+    turns.append(_sentence(rng.choice(_ACCEPT), shown(accepted)))
+    if rng.random() < 0.5:
+        turns.append(_sentence(rng.choice(_LOOK_BACK), shown(rng.choice([agreed, *turned_down]))))
+    slots[name] = accepted
+    return turns
+
+
+def _sentence(template: str, value: str) -> str:
+    text = template.format(value)
+    return text[0].upper() + text[1:]
+
+
 def _dialogue(rng: random.Random, cfg: SynthConfig) -> tuple[str, list[str], str]:
     spec = rng.choice(_TOPICS)
     slots = {k: rng.choice(v) for k, v in spec["slots"].items()}
     turns = [t.format(**slots) for t in spec["turns"]]
+    if cfg.summ_rejections:  # drawn only then: the original twin stays the same, draw for draw
+        turns += _renegotiation(rng, spec, slots, cfg.summ_rejections)
     n_turns = rng.randint(cfg.min_turns, cfg.max_turns)
     extra = rng.sample(_SMALL_TALK, min(len(_SMALL_TALK), max(0, (n_turns - len(turns)) // 2)))
     greeting = [x for x in extra if x[0].startswith("Hello")]

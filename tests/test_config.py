@@ -207,8 +207,10 @@ def test_set_parses_like_the_field_and_profiles_round_trip_through_json():
     assert parsed == dict(pairs=("qwen",), seeds=(0, 1, 2), kd_steps=50, instruct=False)
     with pytest.raises(ConfigError, match="kd_steps takes a value of type int"):
         parse_overrides(["kd_steps=many"])
-    with pytest.raises(ConfigError, match="cannot be set from the command line"):
+    with pytest.raises(ConfigError, match="synth.FIELD=VALUE"):
         parse_overrides(["synth=1"])
+    with pytest.raises(ConfigError, match="synth.summ_rejections takes a value of type int"):
+        parse_overrides(["synth.summ_rejections=a few"])
     shape = parse_overrides(["student_shape=1,96,4,2,384"])["student_shape"]
     assert (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.intermediate) == (
         1,
@@ -227,3 +229,34 @@ def test_set_parses_like_the_field_and_profiles_round_trip_through_json():
     assert overrides == dict(pairs=["qwen"], teacher_model="/m", seeds=[0, 1])
     assert get_profile("paper", **overrides) == profile
     assert profile_overrides(get_profile("cpu")) == {}
+
+
+def test_a_harder_summarisation_twin_renames_summarisation_runs_only():
+    """`synth.summ_rejections` is read by synth_summ alone: set, it renames the synth_summ runs and
+    prepared pairs and leaves every synth_gsm id as it was (no GSM run is redone); unset, no id
+    changes at all (the ids are those of committed cpu-claims runs)."""
+    from adaswitch_lib.config import get_profile, parse_overrides, profile_overrides
+    from adaswitch_lib.prepare import pair_key
+
+    harder = parse_overrides(["synth.summ_rejections=3", "kd_steps=9"])
+    assert harder == dict(synth=dict(summ_rejections=3), kd_steps=9)
+    smoke = get_profile("smoke", **harder)
+    assert smoke.synth.summ_rejections == 3 and smoke.synth.n_train_gsm == 400  # smoke's own size
+    assert get_profile("smoke", **json.loads(json.dumps(profile_overrides(smoke)))) == smoke
+
+    def ids(profile):
+        return {
+            task: (
+                run_id(RunConfig(profile, pair="tiny-qwen", task=task, method="adaswitch")),
+                pair_key(profile, "tiny-qwen", task),
+            )
+            for task in ("synth_gsm", "synth_summ")
+        }
+
+    before = ids(get_profile("cpu-claims"))
+    assert before["synth_gsm"][0] == "tiny-qwen-synth_gsm-adaswitch-s0-0f5226230285"
+    assert before["synth_summ"][0] == "tiny-qwen-synth_summ-adaswitch-s0-35f14b06d87e"
+    after = ids(get_profile("cpu-claims", synth=dict(summ_rejections=3)))
+    assert after["synth_gsm"] == before["synth_gsm"]
+    assert after["synth_summ"][0] != before["synth_summ"][0]
+    assert after["synth_summ"][1] != before["synth_summ"][1]

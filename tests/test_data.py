@@ -1,3 +1,4 @@
+import itertools
 import json
 import re
 from fractions import Fraction
@@ -269,6 +270,51 @@ def test_difficulty_knobs_change_the_problems():
     long = load_task("synth_summ", "test", synth_config=SynthConfig(min_turns=12, max_turns=14))
     short = load_task("synth_summ", "test", synth_config=SynthConfig(min_turns=6, max_turns=6))
     assert min(e["source"].count("\n") for e in long) > max(e["source"].count("\n") for e in short)
+
+
+def test_a_renegotiated_slot_is_summarised_as_finally_accepted():
+    """`summ_rejections`: the summary names the value that was accepted, never one turned down,
+    though a turned-down value may be the last one said; 0 draws the original twin."""
+    from adaswitch_lib import synth
+
+    harder = SynthConfig(**{**SMALL.__dict__, "summ_rejections": 3})
+    test = load_task("synth_summ", "test", synth_config=harder)
+    renegotiated = 0
+    for example in test:
+        lines = [line.split(": ", 1)[1] for line in example["source"].splitlines()]
+        proposed = _values(lines, synth._PROPOSE)  # "That works for me." accepts no proposal
+        accepted = [value for value in _values(lines, synth._ACCEPT) if value in proposed]
+        turned_down = _values(lines, synth._TURN_DOWN)
+        references = [r.lower() for r in example["references"]]
+        if not accepted:
+            assert not turned_down and example["topic"] == "lost item"
+            continue
+        renegotiated += 1
+        (value,) = accepted
+        assert all(value in r for r in references), (value, references)
+        assert 1 <= len(turned_down) <= 1 + 3  # the agreed value and up to 3 proposals
+        assert all(gone != value and all(gone not in r for r in references) for gone in turned_down)
+    assert renegotiated >= len(test) // 2
+    # the original twin is unchanged, draw for draw
+    assert load_task("synth_summ", "test", synth_config=SMALL) == load_task(
+        "synth_summ", "test", synth_config=SynthConfig(**{**SMALL.__dict__, "summ_rejections": 0})
+    )
+
+
+def _values(lines: list[str], templates: list[str]) -> list[str]:
+    """The slot values that one-value sentence templates were filled with in `lines`, lower case,
+    as a summary names them (without "the" and "dollars")."""
+    out = []
+    for line, template in itertools.product(lines, templates):
+        head, tail = template.lower().split("{}")
+        text = line.lower()
+        if text.startswith(head) and text.endswith(tail) and len(text) > len(head + tail):
+            out.append(
+                text[len(head) : len(text) - len(tail)]
+                .removeprefix("the ")
+                .removesuffix(" dollars")
+            )
+    return out
 
 
 def test_synthetic_summaries_score_like_real_ones():
