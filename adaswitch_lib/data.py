@@ -8,6 +8,7 @@ generated.
 
     python -m adaswitch_lib.data gsm8k test --path ../shared/data/gsm8k/test.jsonl
     python -m adaswitch_lib.data synth_summ validation
+    python -m adaswitch_lib.data synth_summ test --set synth.summ_rejections=3   # a harder twin
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaswitch_lib import metrics, synth
-from adaswitch_lib.config import TASKS, Profile, SynthConfig, _check_name
+from adaswitch_lib.config import TASKS, Profile, SynthConfig, _check_name, parse_overrides
 from adaswitch_lib.errors import ConfigError, DataUnavailableError, hub_unreachable
 
 log = logging.getLogger(__name__)
@@ -407,8 +408,16 @@ def main(argv=None) -> None:
     parser.add_argument("split")
     parser.add_argument("--path", default=None)
     parser.add_argument("-n", type=int, default=2)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="synth.FIELD=VALUE",
+        help="a twin's knob, e.g. --set synth.summ_rejections=3",
+    )
     args = parser.parse_args(argv)
-    examples = load_task(args.task, args.split, path=args.path)
+    synth = parse_overrides(args.set).get("synth", {})
+    examples = load_task(args.task, args.split, path=args.path, synth_config=SynthConfig(**synth))
     print(f"{len(examples)} examples")
     for example in examples[: args.n]:
         print(format_prompt(example) + format_completion(example), "\n")
