@@ -146,3 +146,33 @@ def test_a_tie_for_best_names_every_method_in_name_order():
     ) == ("SFT, SeqKD", "SFT")
     assert best_methods({"SFT": (56.0,), "SeqKD": (56.0,)}) == ("SFT, SeqKD", "SFT")
     assert best_methods({"ImitKD": (41.0,), "SKD": (44.5,)}) == ("SKD", "SKD")
+
+
+def test_a_committed_figure_rebuilds_byte_for_byte(tmp_path):
+    """`./run_all.sh` on a fresh clone re-executes the reports and must leave the committed
+    figures as they are: Figure 9 rebuilt from the committed cpu records equals its committed PNG
+    and PDF to the byte (fonttools 4.69 wrote other PDF bytes; pyproject keeps it below)."""
+    import subprocess
+    import tarfile
+
+    from adaswitch_lib.config import get_profile
+    from adaswitch_lib.figures import write_figure
+
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "HEAD", "results/cpu"], cwd=ROOT, capture_output=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout with committed cpu results")
+    (tmp_path / "r.tar").write_bytes(archive.stdout)
+    with tarfile.open(tmp_path / "r.tar") as tar:
+        tar.extractall(tmp_path, filter="data")
+    figures = tmp_path / "results" / "cpu" / "figures"
+    committed = {
+        kind: (figures / f"fig9_switch_position.{kind}").read_bytes() for kind in ("png", "pdf")
+    }
+    for kind in committed:
+        (figures / f"fig9_switch_position.{kind}").unlink()
+    write_figure(get_profile("cpu"), "fig9", str(tmp_path / "results"))
+    for kind, data in committed.items():
+        assert (figures / f"fig9_switch_position.{kind}").read_bytes() == data, kind
