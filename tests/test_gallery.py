@@ -104,11 +104,8 @@ def test_missing_results_and_markers_are_clear_errors(tmp_path):
         splice("# no markers\n", "block", "cpu")
 
 
-def test_results_pages_equal_the_committed_results(tmp_path):
-    """docs/results.md and the README's summary are generated from the committed cpu results, not
-    typed (compared with the files as committed, so a local run_all that rewrote results/cpu does
-    not fail this)."""
-    import os
+def _extract_committed_cpu_results(tmp_path: Path) -> None:
+    """results/cpu as committed (not as a local run_all may have rewritten it) under tmp_path."""
     import subprocess
     import tarfile
 
@@ -121,6 +118,15 @@ def test_results_pages_equal_the_committed_results(tmp_path):
     (tmp_path / "r.tar").write_bytes(archive.stdout)
     with tarfile.open(tmp_path / "r.tar") as tar:
         tar.extractall(tmp_path, filter="data")
+
+
+def test_results_pages_equal_the_committed_results(tmp_path):
+    """docs/results.md and the README's summary are generated from the committed cpu results, not
+    typed (compared with the files as committed, so a local run_all that rewrote results/cpu does
+    not fail this)."""
+    import os
+
+    _extract_committed_cpu_results(tmp_path)
     cwd = os.getcwd()
     try:
         os.chdir(tmp_path)  # the links are relative to the repository root
@@ -152,21 +158,10 @@ def test_a_committed_figure_rebuilds_byte_for_byte(tmp_path):
     """`./run_all.sh` on a fresh clone re-executes the reports and must leave the committed
     figures as they are: Figure 9 rebuilt from the committed cpu records equals its committed PNG
     and PDF to the byte (fonttools 4.69 wrote other PDF bytes; pyproject keeps it below)."""
-    import subprocess
-    import tarfile
-
     from adaswitch_lib.config import get_profile
     from adaswitch_lib.figures import write_figure
 
-    try:
-        archive = subprocess.run(
-            ["git", "archive", "HEAD", "results/cpu"], cwd=ROOT, capture_output=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout with committed cpu results")
-    (tmp_path / "r.tar").write_bytes(archive.stdout)
-    with tarfile.open(tmp_path / "r.tar") as tar:
-        tar.extractall(tmp_path, filter="data")
+    _extract_committed_cpu_results(tmp_path)
     figures = tmp_path / "results" / "cpu" / "figures"
     committed = {
         kind: (figures / f"fig9_switch_position.{kind}").read_bytes() for kind in ("png", "pdf")
