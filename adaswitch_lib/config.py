@@ -132,6 +132,8 @@ class SynthConfig:
             )
         _check_range("SynthConfig.min_turns", self.min_turns, low=4)
         _check_range("SynthConfig.max_turns", self.max_turns, low=self.min_turns)
+        # 3 keeps the longest dialogue inside the cpu profiles' 256 prompt tokens
+        # (docs/calibration.md)
         _check_range("SynthConfig.summ_rejections", self.summ_rejections, low=0, high=3)
         for name in (
             "n_train_gsm",

@@ -416,7 +416,10 @@ def main(argv=None) -> None:
         help="a twin's knob, e.g. --set synth.summ_rejections=3",
     )
     args = parser.parse_args(argv)
-    synth = parse_overrides(args.set).get("synth", {})
+    overrides = parse_overrides(args.set)
+    if set(overrides) - {"synth"}:
+        parser.error("--set takes the twins' knobs here: synth.FIELD=VALUE")
+    synth = overrides.get("synth", {})
     examples = load_task(args.task, args.split, path=args.path, synth_config=SynthConfig(**synth))
     print(f"{len(examples)} examples")
     for example in examples[: args.n]:
