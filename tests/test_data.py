@@ -437,3 +437,17 @@ def test_a_gsm8k_prompt_as_token_ids_under_each_family_and_variant(
     assert "Janet’s ducks lay 16 eggs per day" in tokenizer.decode(prompt)
     assert response[-1] == eos and response.count(eos) == 1
     assert tokenizer.decode(response[:-1]).strip().endswith("#### 18")
+
+
+def test_the_examples_command_prints_a_harder_twin_and_takes_only_its_knobs(capsys):
+    from adaswitch_lib.data import main
+
+    main(["synth_summ", "test", "-n", "40", "--set", "synth.summ_rejections=3"])
+    harder = capsys.readouterr().out
+    assert "What about" in harder or "How about" in harder  # proposals of a renegotiation
+    main(["synth_summ", "test", "-n", "40"])
+    plain_twin = capsys.readouterr().out
+    assert "What about" not in plain_twin and "How about" not in plain_twin
+    with pytest.raises(SystemExit):
+        main(["synth_summ", "test", "--set", "kd_steps=3"])
+    assert "synth.FIELD=VALUE" in capsys.readouterr().err
