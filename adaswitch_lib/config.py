@@ -662,28 +662,24 @@ def parse_overrides(items) -> dict:
     out = {}
     for item in items:
         name, sep, text = item.partition("=")
-        nested = name.removeprefix("synth.") if name.startswith("synth.") else None
-        if nested is not None and sep and nested in synth_defaults:
-            try:
-                out.setdefault("synth", {})[nested] = _parse_value(
-                    name, synth_defaults[nested], text
-                )
-            except ValueError:
-                kind = type(synth_defaults[nested]).__name__
-                raise ConfigError(f"--set {item!r}: {name} takes a value of type {kind}") from None
-            continue
-        if not sep or name not in defaults or name == "synth":
+        field_name = name.removeprefix("synth.")
+        # where the value goes and what it is typed like: the twins' config, or the profile
+        if field_name != name:
+            into, known = out.setdefault("synth", {}), synth_defaults
+        else:
+            into, known = out, {k: v for k, v in defaults.items() if k != "synth"}
+        if not sep or field_name not in known:
             raise ConfigError(
                 f"--set {item!r}: use FIELD=VALUE with a profile field or synth.FIELD=VALUE with "
                 f"a field of the twins; valid fields: {', '.join(sorted(defaults))}; synth. "
                 f"fields: {', '.join(sorted(synth_defaults))}"
             )
         try:
-            out[name] = _parse_value(name, defaults[name], text)
+            into[field_name] = _parse_value(name, known[field_name], text)
         except ConfigError:
             raise
         except ValueError:
-            kind = type(defaults[name]).__name__
+            kind = type(known[field_name]).__name__
             raise ConfigError(f"--set {item!r}: {name} takes a value of type {kind}") from None
     return out
 

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import json
 import re
@@ -277,7 +278,7 @@ def test_a_renegotiated_slot_is_summarised_as_finally_accepted():
     though a turned-down value may be the last one said; 0 draws the original twin."""
     from adaswitch_lib import synth
 
-    harder = SynthConfig(**{**SMALL.__dict__, "summ_rejections": 3})
+    harder = dataclasses.replace(SMALL, summ_rejections=3)
     test = load_task("synth_summ", "test", synth_config=harder)
     renegotiated = 0
     for example in test:
@@ -297,7 +298,7 @@ def test_a_renegotiated_slot_is_summarised_as_finally_accepted():
     assert renegotiated >= len(test) // 2
     # the original twin is unchanged, draw for draw
     assert load_task("synth_summ", "test", synth_config=SMALL) == load_task(
-        "synth_summ", "test", synth_config=SynthConfig(**{**SMALL.__dict__, "summ_rejections": 0})
+        "synth_summ", "test", synth_config=dataclasses.replace(SMALL, summ_rejections=0)
     )
 
 
