@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import random
+import re
 import sys
 
 from adaswitch_lib.config import SynthConfig
@@ -405,14 +406,17 @@ _ACCEPT = ["Yes, {} is perfect.", "{} works for me.", "Fine, {} it is."]
 _LOOK_BACK = ["Good, that is better than {}.", "Much better than {}, thanks."]
 
 
-def _renegotiation(rng: random.Random, spec: dict, slots: dict, most: int) -> list[str]:
+def _renegotiation(
+    rng: random.Random, spec: dict, slots: dict, most: int
+) -> tuple[list[str], dict | None]:
     """Turns that go back on one agreed slot: it is turned down, up to `most` proposals are
     turned down too, one is accepted, and half the time a turned-down value is named last. Updates
     `slots` to the accepted value. Whoever spoke last does not matter: the summary follows what
-    was accepted, not what was said last (what makes it harder than copying)."""
+    was accepted, not what was said last (what makes it harder than copying). Also returns the
+    slot, its accepted and its turned-down values, which `renegotiation_outcome` reads."""
     names = [name for name in spec["slots"] if name in _NEGOTIABLE]
     if not names:
-        return []
+        return [], None
     name = rng.choice(names)
     shown = _NEGOTIABLE[name].format
     agreed = slots[name]
@@ -428,7 +432,28 @@ def _renegotiation(rng: random.Random, spec: dict, slots: dict, most: int) -> li
     if rng.random() < 0.5:
         turns.append(_sentence(rng.choice(_LOOK_BACK), shown(rng.choice([agreed, *turned_down]))))
     slots[name] = accepted
-    return turns
+    return turns, dict(slot=name, accepted=accepted, turned_down=[agreed, *turned_down])
+
+
+def _names(text: str, value: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text, flags=re.IGNORECASE) is not None
+
+
+def renegotiation_outcome(example: dict, response: str) -> str | None:
+    """Which value of the renegotiated slot a summary names: "accepted" (only the value finally
+    accepted), "first_agreed" (only the value agreed before the renegotiation: it was ignored),
+    "turned_down" (a value proposed and turned down, and not the accepted one), "both" (the
+    accepted value and a turned-down one) or "neither"; None for a dialogue without a
+    renegotiation. ROUGE-L barely sees one wrong word; this counts the skill itself."""
+    detail = example.get("renegotiation")
+    if detail is None:
+        return None
+    first, *proposed = detail["turned_down"]
+    if _names(response, detail["accepted"]):
+        return "both" if any(_names(response, v) for v in detail["turned_down"]) else "accepted"
+    if any(_names(response, value) for value in proposed):
+        return "turned_down"
+    return "first_agreed" if _names(response, first) else "neither"
 
 
 def _sentence(template: str, value: str) -> str:
@@ -436,12 +461,14 @@ def _sentence(template: str, value: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def _dialogue(rng: random.Random, cfg: SynthConfig) -> tuple[str, list[str], str]:
+def _dialogue(rng: random.Random, cfg: SynthConfig) -> tuple[str, list[str], str, dict | None]:
     spec = rng.choice(_TOPICS)
     slots = {k: rng.choice(v) for k, v in spec["slots"].items()}
     turns = [t.format(**slots) for t in spec["turns"]]
+    renegotiation = None
     if cfg.summ_rejections:  # drawn only then: the original twin stays the same, draw for draw
-        turns += _renegotiation(rng, spec, slots, cfg.summ_rejections)
+        more, renegotiation = _renegotiation(rng, spec, slots, cfg.summ_rejections)
+        turns += more
     n_turns = rng.randint(cfg.min_turns, cfg.max_turns)
     extra = rng.sample(_SMALL_TALK, min(len(_SMALL_TALK), max(0, (n_turns - len(turns)) // 2)))
     greeting = [x for x in extra if x[0].startswith("Hello")]
@@ -449,7 +476,7 @@ def _dialogue(rng: random.Random, cfg: SynthConfig) -> tuple[str, list[str], str
     after = [x for x in extra if x not in before]
     pairs = [p for pair in before for p in pair] + turns + [p for pair in after for p in pair]
     text = "\n".join(f"#Person{1 + (i % 2)}#: {t}" for i, t in enumerate(pairs))
-    return text, [s.format(**slots) for s in spec["summaries"]], spec["topic"]
+    return text, [s.format(**slots) for s in spec["summaries"]], spec["topic"], renegotiation
 
 
 def synth_summ(split: str, cfg: SynthConfig, seed: int = 0) -> list[dict]:
@@ -459,19 +486,20 @@ def synth_summ(split: str, cfg: SynthConfig, seed: int = 0) -> list[dict]:
     rng = random.Random(f"synth_summ/{seed}/{split}")
     out = []
     for i in range(sizes[split]):
-        dialogue, summaries, topic = _dialogue(rng, cfg)
+        dialogue, summaries, topic, renegotiation = _dialogue(rng, cfg)
         if split == "train":
             summaries = [summaries[rng.randrange(len(summaries))]]
-        out.append(
-            dict(
-                id=f"synth_summ-{split}-{i}",
-                task="synth_summ",
-                source=dialogue,
-                target=summaries[0],
-                references=summaries,
-                topic=topic,
-            )
+        example = dict(
+            id=f"synth_summ-{split}-{i}",
+            task="synth_summ",
+            source=dialogue,
+            target=summaries[0],
+            references=summaries,
+            topic=topic,
         )
+        if renegotiation is not None:  # the original twin's examples stay as they were
+            example["renegotiation"] = renegotiation
+        out.append(example)
     return out
 
 

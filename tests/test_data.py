@@ -302,6 +302,41 @@ def test_a_renegotiated_slot_is_summarised_as_finally_accepted():
     )
 
 
+def test_the_renegotiation_outcome_says_which_value_a_summary_names():
+    """`renegotiation_outcome` reads the values the dialogue itself accepted and turned down, and
+    sorts real references and summaries edited to name another value."""
+    from adaswitch_lib import synth
+    from adaswitch_lib.synth import renegotiation_outcome
+
+    harder = dataclasses.replace(SMALL, summ_rejections=3)
+    seen = set()
+    for example in load_task("synth_summ", "test", synth_config=harder):
+        detail = example.get("renegotiation")
+        if detail is None:
+            assert renegotiation_outcome(example, example["target"]) is None
+            continue
+        lines = [line.split(": ", 1)[1] for line in example["source"].splitlines()]
+        proposed = _values(lines, synth._PROPOSE)
+        assert [v for v in _values(lines, synth._ACCEPT) if v in proposed] == [
+            detail["accepted"].lower()
+        ]
+        assert all(renegotiation_outcome(example, r) == "accepted" for r in example["references"])
+        target, accepted = example["target"], detail["accepted"]
+        first, *later = detail["turned_down"]
+        assert renegotiation_outcome(example, target.replace(accepted, first)) == "first_agreed"
+        if later:
+            edited = target.replace(accepted, later[-1])
+            assert renegotiation_outcome(example, edited) == "turned_down"
+            seen.add("turned_down")
+        assert renegotiation_outcome(example, f"{target} Not {first}.") == "both"
+        assert renegotiation_outcome(example, "#Person1# talks to #Person2#.") == "neither"
+        seen.add("renegotiated")
+    assert seen == {"renegotiated", "turned_down"}
+    # the original twin's examples carry nothing new
+    original = load_task("synth_summ", "test", synth_config=SMALL)
+    assert not any("renegotiation" in example for example in original)
+
+
 def _values(lines: list[str], templates: list[str]) -> list[str]:
     """The slot values that one-value sentence templates were filled with in `lines`, lower case,
     as a summary names them (without "the" and "dollars")."""
