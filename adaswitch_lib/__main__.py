@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from adaswitch_lib import config
@@ -76,10 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _restart_with_kernels(profile) -> None:
+    """The command again in a new process that runs the profile's `cpu_kernels` (the libraries
+    read them once, when they first run): from the command line only, never under a caller."""
+    from adaswitch_lib import kernels, models
+
+    unset = kernels.missing(profile.cpu_kernels)
+    if unset and models.device_and_dtype(profile.dtype)[0].type == "cpu":
+        print(f"==> cpu_kernels={profile.cpu_kernels}: starting again with {unset}", flush=True)
+        argv = [sys.executable, "-m", "adaswitch_lib", *sys.argv[1:]]
+        os.execve(sys.executable, argv, {**os.environ, **unset})
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         profile = get_profile(args.profile, **config.profile_overrides_from_args(args))
+        if argv is None:
+            _restart_with_kernels(profile)
         if args.command == "prepare":
             from adaswitch_lib.prepare import prepare_pair
 

@@ -28,6 +28,8 @@ METHODS = tuple(_METHOD_TABLE)
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SKD_RULES = ("top_k", "top_p")
 KD_OPTIMIZERS = ("adamw", "adamw_8bit")
+# which kernels PyTorch, MKL and oneDNN run on a CPU (kernels.py): each its own, or AVX2 for all
+CPU_KERNELS = ("native", "avx2")
 CONTINUATIONS = ("speculative", "exact")  # how a switched AdaSwitch row samples the teacher
 # a run may also leave the choice to the first step's timing ("auto", distill.choose_continuation)
 RUN_CONTINUATIONS = (*CONTINUATIONS, "auto")
@@ -329,6 +331,12 @@ class Profile:
         "bf16 autocast for SFT (faster on CPUs with bf16 units; rounds differently, see "
         "docs/reproducibility.md)",
     )
+    cpu_kernels: str = _field(
+        "native",
+        "native: each math library takes the CPU's widest instructions; avx2: all pinned to AVX2, "
+        "so that fp32 results are the same on any x86 CPU at one thread count (kernels.py)",
+        omit_default=True,
+    )
     eval_batch_size: int = _field(32, "batch size of greedy evaluation and validation scoring")
     gradient_checkpointing: bool = _field(
         False,
@@ -384,6 +392,7 @@ class Profile:
         )
         _check_name("kd_mixed_precision", self.kd_mixed_precision, MIXED_PRECISION)
         _check_name("dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        _check_name("cpu_kernels", self.cpu_kernels, CPU_KERNELS)
         _check_name("teacher_sft", self.teacher_sft, ("full", "lora"))
         _check_name("kd_optimizer", self.kd_optimizer, KD_OPTIMIZERS)
         self._check_checkpoints()

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaswitch_lib import atomic, runtime
+from adaswitch_lib import atomic, kernels, runtime
 from adaswitch_lib.config import (
     Profile,
     add_profile_options,
@@ -254,6 +254,7 @@ def execute(job: Job, profile: Profile, results_dir: str, threads: int) -> tuple
         MKL_NUM_THREADS=str(threads),
         PYTHONUNBUFFERED="1",
         TOKENIZERS_PARALLELISM="false",
+        **kernels.environment(profile.cpu_kernels),
     )
     start = time.perf_counter()
     with open(log, "w") as handle:

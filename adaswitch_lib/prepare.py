@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from adaswitch_lib import atomic, models
+from adaswitch_lib import atomic, kernels, models
 from adaswitch_lib.config import Profile, plain, synth_for_task
 from adaswitch_lib.data import (
     EpochOrder,
@@ -352,7 +352,7 @@ def _key_fields(profile: Profile, pair: str, task: str) -> dict:
         student_warmup_steps=warmup_steps,
         token_limits=token_limits(profile, task),
         **_checkpoints(profile, pair),
-        **_unless_default(profile, "sft_val_examples", "teacher_sft", "lora_rank"),
+        **_unless_default(profile, "sft_val_examples", "teacher_sft", "lora_rank", "cpu_kernels"),
         **_warm_start_key(profile, task),
     )
 
@@ -530,7 +530,9 @@ def prepare_pair(
 ) -> Path:
     """Build (or find) the teacher and base student of a pair for a task; returns their folder with
     `tokenizer/`, `teacher/`, `student/` and `metrics.json`. A finished folder is reused as it is.
-    """
+    Stops first when this process does not run the profile's `cpu_kernels` (every run and
+    baseline passes here before it computes)."""
+    kernels.check(profile.cpu_kernels, models.device_and_dtype(profile.dtype)[0].type)
     ready = pair_folder_if_ready(profile, pair, task, cache_root)
     if ready is not None:
         return ready

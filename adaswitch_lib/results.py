@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from adaswitch_lib import atomic
+from adaswitch_lib import atomic, kernels
 from adaswitch_lib.config import RunConfig, run_id
 from adaswitch_lib.errors import KitError
 
@@ -62,6 +62,7 @@ def provenance() -> dict:
         device=_device(),
         torch_threads=torch.get_num_threads(),
         cpu_count=os.cpu_count(),
+        kernels=kernels.in_use(),
     )
 
 

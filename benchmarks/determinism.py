@@ -18,6 +18,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from adaswitch_lib import kernels  # noqa: E402
 
 SETTINGS = [  # (label, threads, bf16, environment)
     ("1 thread, bf16 autocast", 1, True, {}),
@@ -38,6 +42,11 @@ SETTINGS = [  # (label, threads, bf16, environment)
         False,
         {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     ),
+    # every library's kernels pinned to AVX2 (a profile's cpu_kernels="avx2", kernels.py)
+    ("1 thread, fp32, every kernel at AVX2", 1, False, kernels.PINNED["avx2"]),
+    # each library alone, moved off this CPU's default, to see which ones decide the bits
+    ("1 thread, fp32, PyTorch kernels unvectorised", 1, False, {"ATEN_CPU_CAPABILITY": "default"}),
+    ("1 thread, fp32, MKL at SSE2", 1, False, {"MKL_CBWR": "COMPATIBLE"}),
 ]
 
 
@@ -83,7 +92,10 @@ def child(task: str, steps: int, threads: int, bf16: bool) -> dict:
     )
     checksum = sum(float(p.double().sum()) for p in teacher.parameters())
     return dict(
-        checksum=checksum, last_train_loss=history["train_loss"][-1], seconds=history["seconds"]
+        checksum=checksum,
+        last_train_loss=history["train_loss"][-1],
+        seconds=history["seconds"],
+        capability=torch.backends.cpu.get_cpu_capability(),
     )
 
 
@@ -91,6 +103,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="synth_gsm")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--only", default="", help="the settings whose label contains this")
     parser.add_argument("--child", nargs=2, metavar=("THREADS", "BF16"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -100,8 +113,13 @@ def main():
         f"cpu profile teacher, {args.task}, {args.steps} steps from the same seed; each setting in "
         "its own process\n"
     )
-    print("| setting | weight checksum | last train loss | seconds |\n|---|---|---|---|")
+    print(
+        "| setting | weight checksum | last train loss | seconds | PyTorch kernels |\n"
+        "|---|---|---|---|---|"
+    )
     for label, threads, bf16, env in SETTINGS:
+        if args.only not in label:
+            continue
         out = subprocess.run(
             [
                 sys.executable,
@@ -119,11 +137,12 @@ def main():
             env={**os.environ, "OMP_NUM_THREADS": str(threads), **env},
         )
         if out.returncode:
-            print(f"| {label} | failed: {out.stderr.strip().splitlines()[-1]} | | |")
+            print(f"| {label} | failed: {out.stderr.strip().splitlines()[-1]} | | | |")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"| {label} | {r['checksum']:.10f} | {r['last_train_loss']:.6f} | {r['seconds']:.1f} |",
+            f"| {label} | {r['checksum']:.10f} | {r['last_train_loss']:.6f} | {r['seconds']:.1f} "
+            f"| {r['capability']} |",
             flush=True,
         )
 
