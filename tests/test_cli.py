@@ -87,6 +87,7 @@ ORDER = [
     "losses",
     "methods",
     "config",
+    "kernels",
     "metrics",
     "synth",
     "data",
