@@ -334,7 +334,7 @@ class Profile:
     cpu_kernels: str = _field(
         "native",
         "native: each math library takes the CPU's widest instructions; avx2: all pinned to AVX2, "
-        "so that fp32 results are the same on any x86 CPU at one thread count (kernels.py)",
+        "meant to give the same fp32 bits on any x86 CPU at one thread count (kernels.py)",
         omit_default=True,
     )
     eval_batch_size: int = _field(32, "batch size of greedy evaluation and validation scoring")

@@ -4,7 +4,8 @@
 last bits between CPUs: PyTorch's vectorised kernels, MKL's matrix products and oneDNN's each
 take the widest instructions the CPU has (AVX2, AVX-512, AMX), and each width sums in another
 order. "avx2" pins all three to AVX2, which the x86 CPUs of the last decade share, Intel and AMD
-alike, so that one thread count gives the same fp32 bits everywhere (docs/reproducibility.md).
+alike, meant to give the same fp32 bits on all of them at one thread count. So far it is shown on
+one AVX2 host only (docs/reproducibility.md says what an AVX512 host must confirm).
 
 The libraries read their settings once, when they first run, so the settings travel in the
 environment of a new process: `./run_all.sh` puts them into every job's, and the command line
