@@ -413,7 +413,8 @@ def _renegotiation(
     turned down too, one is accepted, and half the time a turned-down value is named last. Updates
     `slots` to the accepted value. Whoever spoke last does not matter: the summary follows what
     was accepted, not what was said last (what makes it harder than copying). Also returns the
-    slot, its accepted and its turned-down values, which `renegotiation_outcome` reads."""
+    slot, its accepted value and its turned-down values (the one agreed first, then the turned-down
+    proposals), which `renegotiation_outcome` reads."""
     names = [name for name in spec["slots"] if name in _NEGOTIABLE]
     if not names:
         return [], None
